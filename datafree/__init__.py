@@ -1,0 +1,20 @@
+"""datafree: compress a trained image classifier without its training data.
+
+    import datafree
+    res = datafree.distill("resnet56", "resnet20", teacher_weights="resnet56.pt", budget="15m")
+    res.student, res.history
+    datafree.evaluate(model, x, y)   # x: float NCHW in the model's input space
+"""
+
+from datafree.api import distill, train
+from datafree.data import ImageSet, load_dataset, load_mnist5k, load_npz
+from datafree.distill import DistillConfig, DistillResult
+from datafree.errors import DatafreeError
+from datafree.evaluate import evaluate
+from datafree.models import create_model, list_models, load_weights
+from datafree.synthesis import GeneratorConfig, PixelConfig
+
+__version__ = "0.1.0"
+__all__ = ["DatafreeError", "DistillConfig", "DistillResult", "GeneratorConfig", "ImageSet", "PixelConfig",
+           "create_model", "distill", "evaluate", "list_models", "load_dataset", "load_mnist5k", "load_npz",
+           "load_weights", "train"]

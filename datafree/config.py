@@ -1,0 +1,76 @@
+"""Configs are dataclasses; they round-trip through a small YAML subset (nested mappings of JSON
+scalars/lists), so no YAML library is needed to read back what we wrote."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+
+def to_dict(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def dump_yaml(data: dict, indent: int = 0) -> str:
+    lines = []
+    for k, v in data.items():
+        pad = "  " * indent
+        if isinstance(v, dict) and v:
+            lines.append(f"{pad}{k}:")
+            lines.append(dump_yaml(v, indent + 1))
+        else:
+            lines.append(f"{pad}{k}: {json.dumps(v)}")
+    return "\n".join(lines)
+
+
+def load_yaml(text: str) -> dict:
+    """Reads what ``dump_yaml`` writes exactly; other YAML through PyYAML when it is installed
+    (PyYAML alone would read JSON floats such as 1e-05 back as strings)."""
+    try:
+        return _load_own(text)
+    except (ValueError, IndexError):
+        try:
+            import yaml
+        except ImportError:
+            raise ValueError("this YAML is not in datafree's own subset; install pyyaml to read it") from None
+        return yaml.safe_load(text) or {}
+
+
+def _load_own(text: str) -> dict:
+    root: dict = {}
+    stack = [(-1, root)]
+    for raw in text.splitlines():
+        if not raw.strip() or raw.lstrip().startswith("#"):
+            continue
+        ind = len(raw) - len(raw.lstrip(" "))
+        key, _, val = raw.strip().partition(":")
+        while stack[-1][0] >= ind:
+            stack.pop()
+        parent = stack[-1][1]
+        if val.strip() == "":
+            parent[key] = {}
+            stack.append((ind, parent[key]))
+        else:
+            parent[key] = json.loads(val.strip())
+    return root
+
+
+def from_dict(cls, data: dict):
+    """Build dataclass ``cls`` from ``data``, recursing into dataclass-typed fields."""
+    kwargs = {}
+    hints = {f.name: f for f in dataclasses.fields(cls)}
+    for k, v in data.items():
+        if k not in hints:
+            continue
+        default = hints[k].default_factory() if hints[k].default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(default) and isinstance(v, dict):
+            v = from_dict(type(default), v)
+        kwargs[k] = v
+    return cls(**kwargs)

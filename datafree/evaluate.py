@@ -1,0 +1,40 @@
+"""Accuracy of a model on tensors already in its input space."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from datafree.errors import DatafreeError
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500,
+             bf16: bool = False) -> dict:
+    """Top-1 accuracy (0..1) and mean cross-entropy of ``model`` on float NCHW ``x``."""
+    if x.ndim != 4:
+        raise DatafreeError(f"evaluate expects an N x C x H x W tensor, got shape {tuple(x.shape)}")
+    if len(x) != len(y):
+        raise DatafreeError(f"{len(x)} images but {len(y)} labels")
+    was = model.training
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    try:
+        for i in range(0, len(x), batch_size):
+            xb, yb = x[i : i + batch_size].float(), y[i : i + batch_size]
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = model(xb).float()
+            if out.ndim != 2:
+                raise DatafreeError(f"model output has shape {tuple(out.shape)}; expected N x num_classes")
+            if int(yb.max()) >= out.shape[1]:
+                raise DatafreeError(f"labels go up to {int(yb.max())} but the model has {out.shape[1]} classes: "
+                                    "class-count mismatch between data and model")
+            correct += int((out.argmax(1) == yb).sum())
+            loss_sum += float(F.cross_entropy(out, yb, reduction="sum"))
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0][:200]
+        raise DatafreeError(f"the model cannot run on inputs of shape {tuple(x.shape[1:])}: {first}") from None
+    finally:
+        model.train(was)
+    return {"accuracy": correct / max(1, len(x)), "loss": loss_sum / max(1, len(x)), "n": len(x)}

@@ -1,0 +1,182 @@
+"""Model zoo by name, plus loading of any ``path/to/file.py:factory`` and of weights.
+
+Each zoo entry records input shape, class count and input normalization, so a user never passes
+them by hand for zoo models.  ``create_model`` stores them on the module as ``model.datafree_meta``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from datafree.errors import DatafreeError
+from datafree.models.generator import Generator
+from datafree.models.lenet import LeNet5
+from datafree.models.mobilenetv2 import MobileNetV2
+from datafree.models.resnet_cifar import CifarResNet
+from datafree.models.wrn import WideResNet
+
+IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+CIFAR10_NORM = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+CIFAR100_NORM = ((0.507, 0.4865, 0.4409), (0.2673, 0.2564, 0.2761))
+MNIST_NORM = ((0.1307,), (0.3081,))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    factory: Callable[..., nn.Module]
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    kwargs: dict = field(default_factory=dict)
+
+
+_C10 = dict(input_shape=(3, 32, 32), num_classes=10)
+MODELS: dict[str, ModelSpec] = {
+    # akamaster's CIFAR-10 checkpoints were trained with ImageNet statistics (../shared/models/README.md)
+    **{f"resnet{d}": ModelSpec(CifarResNet, **_C10, mean=IMAGENET_NORM[0], std=IMAGENET_NORM[1],
+                               kwargs={"depth": d, "option": "A"}) for d in (20, 32, 44, 56)},
+    "cifar100_resnet56": ModelSpec(CifarResNet, (3, 32, 32), 100, *CIFAR100_NORM, kwargs={"depth": 56, "option": "B"}),
+    **{f"wrn{d}_{k}": ModelSpec(WideResNet, **_C10, mean=CIFAR10_NORM[0], std=CIFAR10_NORM[1],
+                                kwargs={"depth": d, "widen": k}) for d, k in ((16, 1), (16, 2), (40, 2))},
+    "mobilenetv2": ModelSpec(MobileNetV2, **_C10, mean=CIFAR10_NORM[0], std=CIFAR10_NORM[1]),
+    "lenet5": ModelSpec(LeNet5, (1, 28, 28), 10, *MNIST_NORM),
+    "lenet5_half": ModelSpec(LeNet5, (1, 28, 28), 10, *MNIST_NORM, kwargs={"width": 0.5}),
+}
+
+# sha256 of the verified checkpoints in ../shared/models -> the zoo name they belong to
+KNOWN_CHECKPOINTS = {
+    "2684892afba237d0d86a0f57415dc19741ca1c854f687af524c37552926a5a8a": "resnet20",
+    "89ed279ea22dff369830a40e67a13fefc25a2634c5b721d1b85bbb8c660ba1c2": "resnet32",
+    "13bc7df4e9b3ef1f721210f27fcc1ad907a27542770d75da219276a8e5997c1c": "resnet44",
+    "dd41b0ddd0a69f42b2939720b10cb6f5bc912a86253b283897bc8258ba7a1401": "resnet56",
+    "f2eff4c8461ca1e0d39af83a65f7243bf7d29ec421efee3064bcee93a3caaa73": "cifar100_resnet56",
+}
+
+
+@dataclass
+class ModelMeta:
+    """What the engine needs to know about a model's input space."""
+
+    input_shape: tuple[int, ...]
+    num_classes: int
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    name: str = "custom"
+
+
+def list_models() -> list[str]:
+    return sorted(MODELS)
+
+
+def create_model(name: str, num_classes: int | None = None) -> nn.Module:
+    """A zoo model by name, or ``path/to/file.py:factory`` (the factory is called with no arguments,
+    or with ``num_classes`` if given)."""
+    if ":" in name and name.split(":", 1)[0].endswith(".py"):
+        return _from_file(name, num_classes)
+    if name not in MODELS:
+        raise DatafreeError(f"unknown model '{name}'; choose one of {', '.join(list_models())} "
+                            "or pass path/to/file.py:factory")
+    spec = MODELS[name]
+    nc = num_classes or spec.num_classes
+    kwargs = dict(spec.kwargs)
+    model = spec.factory(num_classes=nc, **kwargs)
+    model.datafree_meta = ModelMeta(spec.input_shape, nc, spec.mean, spec.std, name)
+    return model
+
+
+def _from_file(ref: str, num_classes: int | None) -> nn.Module:
+    path, factory = ref.rsplit(":", 1)
+    if not os.path.isfile(path):
+        raise DatafreeError(f"model file '{path}' not found")
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    fn = getattr(module, factory, None)
+    if fn is None:
+        raise DatafreeError(f"'{path}' has no attribute '{factory}'")
+    model = fn(num_classes=num_classes) if num_classes else fn()
+    if not isinstance(model, nn.Module):
+        raise DatafreeError(f"'{ref}' returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def model_meta(model: nn.Module, input_shape=None, num_classes=None, mean=None, std=None) -> ModelMeta:
+    """Merge what the zoo recorded with what the caller passed (explicit arguments win)."""
+    meta: ModelMeta | None = getattr(model, "datafree_meta", None)
+    shape = tuple(input_shape) if input_shape else (meta.input_shape if meta else None)
+    nc = num_classes or (meta.num_classes if meta else None)
+    if shape is None or nc is None:
+        raise DatafreeError("this model is not from the zoo: pass input_shape=(C, H, W) and num_classes")
+    return ModelMeta(shape, nc,
+                     tuple(mean) if mean is not None else (meta.mean if meta else None),
+                     tuple(std) if std is not None else (meta.std if meta else None),
+                     meta.name if meta else "custom")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """safetensors, or a torch file loaded with ``weights_only=True`` (never unpickles code)."""
+    path = str(path)
+    if not os.path.isfile(path):
+        raise DatafreeError(f"weights file '{path}' not found")
+    if path.endswith(".safetensors"):
+        from datafree.io.safetensors import load_safetensors
+
+        return load_safetensors(path)
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a plain state_dict"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DatafreeError(f"cannot load '{path}' as plain weights ({first[:160]}); "
+                            "save a state_dict of tensors or use .safetensors") from None
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise DatafreeError(f"'{path}' does not hold a state_dict (got {type(sd).__name__})")
+    return {k.removeprefix("module."): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike, name: str | None = None) -> nn.Module:
+    """Load ``path`` into ``model``; a known checkpoint is verified by sha256, and any mismatch names
+    the first offending key/shape."""
+    sd = read_state_dict(path)
+    digest = sha256_file(path)
+    owner = KNOWN_CHECKPOINTS.get(digest)
+    name = name or getattr(getattr(model, "datafree_meta", None), "name", None)
+    if owner and name and name in MODELS and owner != name:
+        raise DatafreeError(f"'{path}' is the verified {owner} checkpoint, not {name}: pass the matching model")
+    expected = model.state_dict()
+    for k, v in expected.items():
+        if k.endswith("num_batches_tracked"):
+            continue
+        if k not in sd:
+            raise DatafreeError(f"weights '{path}' do not match the architecture: missing key '{k}' "
+                                f"(shape {tuple(v.shape)})")
+        if tuple(sd[k].shape) != tuple(v.shape):
+            raise DatafreeError(f"weights '{path}' do not match the architecture: '{k}' has shape "
+                                f"{tuple(sd[k].shape)} in the file, {tuple(v.shape)} in the model")
+    extra = [k for k in sd if k not in expected]
+    if extra:
+        raise DatafreeError(f"weights '{path}' do not match the architecture: unexpected key '{extra[0]}'")
+    model.load_state_dict(sd, strict=False)
+    return model
+
+
+__all__ = ["Generator", "KNOWN_CHECKPOINTS", "MODELS", "ModelMeta", "ModelSpec", "create_model",
+           "list_models", "load_weights", "model_meta", "read_state_dict", "sha256_file"]

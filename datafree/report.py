@@ -1,0 +1,61 @@
+"""report.json + report.md (with an accuracy-over-time PNG when matplotlib is installed)."""
+
+from __future__ import annotations
+
+from datafree.io.atomic import atomic_write_text
+from datafree.run import RunDir
+
+
+def plot_accuracy(history: list[dict], path, title: str = "held-out accuracy over the run") -> bool:
+    pts = [(h["elapsed_s"] / 60, h["accuracy"]) for h in history if h.get("accuracy") is not None]
+    if not pts:
+        return False
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
+    ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", ms=3)
+    ax.set_xlabel("method time (min)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = str(path) + ".tmp.png"
+    fig.savefig(tmp)
+    plt.close(fig)
+    import os
+
+    os.replace(tmp, path)
+    return True
+
+
+def write_report(run: RunDir, report: dict, history: list[dict], title: str) -> None:
+    run.save_json("report.json", report)
+    has_plot = plot_accuracy(history, run.file("accuracy.png"))
+    s = report.get("student", {})
+    lines = [f"# {title}", ""]
+    lines += [f"- data used by the method: **{report.get('data_used', 'none (data-free)')}**",
+              f"- held-out data (reporting only): {report.get('eval_data') or 'none'}",
+              f"- budget: {report.get('budget')}, method time {report.get('elapsed_s', 0):.0f} s, "
+              f"rounds {s.get('rounds', '-')}", ""]
+    rows = [("teacher", report.get("teacher", {})), ("student", s)]
+    lines += ["| model | params | last acc. | mean acc. over run | variance | max drawdown |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for name, r in rows:
+        def pct(k):
+            return f"{100 * r[k]:.2f} %" if r.get(k) is not None else "-"
+        lines.append(f"| {name} ({r.get('arch', '?')}) | {r.get('params', '-'):,} | {pct('accuracy')} | "
+                     f"{pct('mean_accuracy')} | {r.get('var_accuracy', 0) * 1e4:.2f} pt² | {pct('max_drawdown')} |"
+                     if isinstance(r.get("params"), int) else f"| {name} | - | {pct('accuracy')} | - | - | - |")
+    lines += ["", f"- synthetic images/s: {s.get('synthetic_images_per_s', 0):.1f}; student images/s: "
+              f"{s.get('student_images_per_s', 0):.1f}",
+              f"- rounds with suspected generator collapse: {s.get('collapse_rounds', 0)}", ""]
+    if has_plot:
+        lines += ["![accuracy over time](accuracy.png)", ""]
+    lines += ["Accuracy is measured on the held-out data after every round, outside the method's clock; "
+              "nothing is selected by it.  `last` is the final student, saved as student.safetensors.", ""]
+    atomic_write_text(run.file("report.md"), "\n".join(lines))

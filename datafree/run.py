@@ -1,0 +1,76 @@
+"""The run directory every command writes: resolved config, metrics.jsonl, checkpoints, weights,
+report.  All files are written atomically; metrics.jsonl is append-only and fsynced per line."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from datafree.config import dump_yaml, load_yaml
+from datafree.errors import DatafreeError
+from datafree.io.atomic import atomic_write_bytes, atomic_write_text, ensure_writable_dir
+from datafree.io.safetensors import save_safetensors
+
+
+class RunDir:
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = ensure_writable_dir(path)
+        self.ckpt_dir = self.path / "checkpoint"
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def write_config(self, cfg: dict) -> None:
+        atomic_write_text(self.file("config.yaml"), dump_yaml(cfg) + "\n")
+
+    def read_config(self) -> dict | None:
+        f = self.file("config.yaml")
+        return load_yaml(f.read_text()) if f.exists() else None
+
+    def reset_metrics(self) -> None:
+        atomic_write_text(self.file("metrics.jsonl"), "")
+
+    def log_metrics(self, row: dict) -> None:
+        with open(self.file("metrics.jsonl"), "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def truncate_metrics(self, max_round: int) -> None:
+        """On resume, forget rows logged after the checkpoint we restart from."""
+        f = self.file("metrics.jsonl")
+        if not f.exists():
+            return
+        rows = [json.loads(s) for s in f.read_text().splitlines() if s.strip()]
+        keep = [r for r in rows if r.get("round", 0) <= max_round]
+        atomic_write_text(f, "".join(json.dumps(r) + "\n" for r in keep))
+
+    def save_weights(self, model: torch.nn.Module, name: str, metadata: dict | None = None) -> Path:
+        out = self.file(name)
+        sd = {k: v for k, v in model.state_dict().items()}
+        save_safetensors(sd, out, metadata)
+        return out
+
+    def save_json(self, name: str, data: dict) -> None:
+        atomic_write_text(self.file(name), json.dumps(data, indent=2) + "\n")
+
+    # checkpoints -------------------------------------------------------------------------------
+    def save_checkpoint(self, state: dict) -> None:
+        self.ckpt_dir.mkdir(exist_ok=True)
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(self.ckpt_dir / "state.pt", buf.getvalue())
+
+    def load_checkpoint(self) -> dict | None:
+        f = self.ckpt_dir / "state.pt"
+        if not f.exists():
+            return None
+        try:
+            return torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001
+            raise DatafreeError(f"checkpoint '{f}' is unreadable ({type(e).__name__}); "
+                                "delete it to start over") from None

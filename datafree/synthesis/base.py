@@ -1,0 +1,155 @@
+"""What every synthesizer shares: the frozen teacher seen through its normalization, the
+BatchNorm-statistics hooks and the inversion losses (DAFL / DeepInversion / CMI / Fast-DFKD)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from datafree.data.augment import normalize
+
+
+@dataclass
+class SynthBatch:
+    images: torch.Tensor  # N x C x H x W in [0, 1]
+    targets: torch.Tensor  # the classes the inversion aimed at
+    metrics: dict = field(default_factory=dict)
+
+
+class Synthesizer(Protocol):
+    """Turns the frozen teacher (and the current student, for the adversarial term) into images."""
+
+    def synthesize(self, student: nn.Module, adversarial: bool = True) -> SynthBatch:
+        """A new batch; ``adversarial=False`` before the student has trained (its disagreement is noise)."""
+        ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class BNStatsHook:
+    """DeepInversion's feature regulariser (Yin et al. CVPR 2020, Eq. 4) for one BN layer:
+    ||mu_batch - mu_running||_2 + ||var_batch - var_running||_2 of the layer's input.
+    With ``momentum`` > 0 the batch statistics are blended with those of past batches before the
+    comparison (Fast-DFKD, Fang et al. AAAI 2022, Sec. 3.3), so that a few-step synthesis need not
+    match the statistics with one batch alone."""
+
+    def __init__(self, bn: nn.BatchNorm2d, momentum: float = 0.0) -> None:
+        self.bn, self.momentum = bn, momentum
+        self.active = False  # only synthesis pays for the statistics, not the KD forward passes
+        self.loss: torch.Tensor | None = None
+        self.last: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.mmt: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.handle = bn.register_forward_hook(self._hook)
+
+    def _hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        if not self.active:
+            return
+        x = inputs[0].float()
+        mean = x.mean((0, 2, 3))
+        var = x.var((0, 2, 3), unbiased=False)
+        if self.mmt is not None and self.momentum > 0:
+            m0, v0 = self.mmt
+            mean = (1 - self.momentum) * mean + self.momentum * m0
+            var = (1 - self.momentum) * var + self.momentum * v0
+        self.last = (mean.detach(), var.detach())
+        self.loss = torch.norm(self.bn.running_mean - mean, 2) + torch.norm(self.bn.running_var - var, 2)
+
+    def commit(self) -> None:
+        """Remember the statistics of the last synthesized batch (Fast-DFKD's momentum buffer)."""
+        if self.last is not None:
+            self.mmt = self.last
+
+    def remove(self) -> None:
+        self.handle.remove()
+
+
+class TeacherInverter:
+    """The frozen teacher with its hooks; computes the inversion losses for a batch in [0, 1]."""
+
+    def __init__(self, teacher: nn.Module, num_classes: int, mean=None, std=None,
+                 bn_momentum: float = 0.0, bf16: bool = True, channels_last: bool = False) -> None:
+        self.teacher, self.num_classes = teacher.eval(), num_classes
+        self.mean, self.std, self.bf16, self.channels_last = mean, std, bf16, channels_last
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        bns = [m for m in teacher.modules() if isinstance(m, nn.BatchNorm2d)]
+        if not bns:
+            warnings.warn("the teacher has no BatchNorm2d layers: the BN-statistics loss is dropped, "
+                          "the other inversion losses stay", stacklevel=2)
+        self.hooks = [BNStatsHook(bn, bn_momentum) for bn in bns]
+
+    @contextlib.contextmanager
+    def inverting(self):
+        """Enable the BN-statistics hooks for the duration of one synthesis call."""
+        for h in self.hooks:
+            h.active = True
+        try:
+            yield self
+        finally:
+            for h in self.hooks:
+                h.active = False
+
+    def autocast(self):
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
+
+    def logits(self, x01: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
+        x = normalize(x01, self.mean, self.std)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self.autocast():
+            return (model or self.teacher)(x).float()
+
+    def bn_loss(self) -> torch.Tensor:
+        if not self.hooks:
+            return torch.zeros(())
+        return sum(h.loss for h in self.hooks)
+
+    def commit_bn(self) -> None:
+        for h in self.hooks:
+            h.commit()
+
+    def balanced_targets(self, n: int) -> torch.Tensor:
+        """Class-balanced target classes in random order (class balance by construction)."""
+        t = torch.arange(n) % self.num_classes
+        return t[torch.randperm(n)]
+
+
+def entropy_balance_loss(t_logits: torch.Tensor) -> torch.Tensor:
+    """DAFL's information-entropy term (Chen et al. ICCV 2019, Eq. 5): minus the entropy of the
+    batch-mean teacher prediction; minimal when all classes are predicted equally often."""
+    p = F.softmax(t_logits, 1).mean(0)
+    return (p * torch.log(p + 1e-8)).sum()
+
+
+def adversarial_loss(s_logits: torch.Tensor, t_logits: torch.Tensor, cap: float = 5.0) -> torch.Tensor:
+    """Student-teacher disagreement to maximise (CMI / Fast-DFKD form): minus the KL(teacher||student)
+    on samples where the two still agree on the class, so the generator seeks the decision boundary
+    without producing samples the teacher itself finds ambiguous.  Deviation: the per-sample KL is
+    capped at ``cap`` nats - unbounded, a young student's eval-mode BN lets it explode (seen: -3e5)
+    and drown the other terms."""
+    agree = (s_logits.argmax(1) == t_logits.argmax(1)).float()
+    kl = F.kl_div(F.log_softmax(s_logits, 1), F.softmax(t_logits, 1), reduction="none").sum(1)
+    return -(kl.clamp(max=cap) * agree).mean()
+
+
+def class_stats(t_logits: torch.Tensor, num_classes: int) -> dict:
+    """Share of the most frequent teacher class and the effective class count exp(H) of the batch -
+    the collapse indicators logged every round."""
+    counts = torch.bincount(t_logits.argmax(1), minlength=num_classes).float()
+    p = counts / counts.sum()
+    h = -(p[p > 0] * p[p > 0].log()).sum()
+    return {"max_class_frac": float(p.max()), "effective_classes": float(h.exp())}
+
+
+def is_collapsed(stats: dict, num_classes: int) -> bool:
+    """All (or nearly all) samples in one class, or fewer than a quarter of the classes represented."""
+    return stats["max_class_frac"] > max(0.5, 3.0 / num_classes) or stats["effective_classes"] < num_classes / 4

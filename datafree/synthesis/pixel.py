@@ -1,0 +1,82 @@
+"""Direct pixel optimisation: DeepInversion (Yin et al., "Dreaming to Distill", CVPR 2020, Eq. 2-5)
+with the Adaptive DeepInversion competition term.
+
+Each call optimises a fresh batch of images (parametrised as sigmoid(v) so they stay in [0, 1]) for
+``iterations`` Adam steps on
+    oh * CE(T(x), y) + bn * L_BN + tv * R_TV(x) + l2 * ||x||^2 + adv * L_adv(S, T)
+under random jitter/flip.  Much slower than the generator (no amortisation), kept for comparison.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from datafree.data.augment import random_crop_flip
+from datafree.synthesis.base import SynthBatch, TeacherInverter, adversarial_loss, class_stats
+
+
+@dataclass
+class PixelConfig:
+    batch_size: int = 128
+    iterations: int = 200
+    lr: float = 0.1
+    bn: float = 10.0
+    oh: float = 1.0
+    tv: float = 1e-3 * 32 * 32
+    l2: float = 0.0
+    adv: float = 0.5
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of neighbouring pixels (DeepInversion's R_TV prior)."""
+    return (x[..., 1:, :] - x[..., :-1, :]).pow(2).mean() + (x[..., :, 1:] - x[..., :, :-1]).pow(2).mean()
+
+
+class PixelSynthesizer:
+    def __init__(self, cfg: PixelConfig, inverter: TeacherInverter, input_shape: tuple[int, ...]) -> None:
+        self.cfg, self.inv, self.shape = cfg, inverter, tuple(input_shape)
+        self.calls = 0
+
+    def synthesize(self, student: nn.Module, adversarial: bool = True) -> SynthBatch:
+        cfg, inv = self.cfg, self.inv
+        was_training = student.training
+        student.eval()
+        with inv.inverting():
+            out = self._run(student, adversarial)
+        student.train(was_training)
+        self.calls += 1
+        return out
+
+    def _run(self, student: nn.Module, adversarial: bool) -> SynthBatch:
+        cfg, inv = self.cfg, self.inv
+        v = torch.randn(cfg.batch_size, *self.shape).mul_(0.5).requires_grad_(True)
+        y = inv.balanced_targets(cfg.batch_size)
+        opt = torch.optim.Adam([v], cfg.lr, betas=(0.5, 0.9))
+        for it in range(cfg.iterations):
+            for g in opt.param_groups:  # cosine decay, as in the reference implementation
+                g["lr"] = 0.5 * cfg.lr * (1 + torch.cos(torch.tensor(it / cfg.iterations * torch.pi))).item()
+            x = torch.sigmoid(v)
+            xa = random_crop_flip(x, padding=2)
+            t = inv.logits(xa)
+            loss = cfg.oh * F.cross_entropy(t, y) + cfg.bn * inv.bn_loss() + cfg.tv * total_variation(x)
+            if cfg.l2:
+                loss = loss + cfg.l2 * x.pow(2).mean()
+            if cfg.adv and adversarial:
+                loss = loss + cfg.adv * adversarial_loss(inv.logits(xa, student), t)
+            (g,) = torch.autograd.grad(loss, [v])
+            v.grad = g
+            opt.step()
+        with torch.no_grad():
+            x = torch.sigmoid(v)
+            stats = class_stats(inv.logits(x), inv.num_classes)
+        return SynthBatch(x, y, {"loss_synth": loss.item(), **stats})
+
+    def state_dict(self) -> dict:
+        return {"calls": self.calls}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.calls = state["calls"]

@@ -1,0 +1,130 @@
+"""Synthesis: BN-statistics hooks, inversion losses, collapse detection, both synthesizers, the pool."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from datafree.synthesis import (GeneratorConfig, GeneratorSynthesizer, PixelConfig, PixelSynthesizer, SamplePool,
+                                TeacherInverter)
+from datafree.synthesis.base import BNStatsHook, adversarial_loss, class_stats, entropy_balance_loss, is_collapsed
+from tests.tiny import tiny_cnn, trained_tiny_teacher
+
+SHAPE = (3, 8, 8)
+
+
+def test_bn_hook_matches_definition():
+    bn = torch.nn.BatchNorm2d(5)
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    bn.eval()
+    hook = BNStatsHook(bn)
+    hook.active = True
+    x = torch.randn(7, 5, 4, 4) * 2 + 1
+    bn(x)
+    mean, var = x.mean((0, 2, 3)), x.var((0, 2, 3), unbiased=False)
+    expected = torch.norm(bn.running_mean - mean) + torch.norm(bn.running_var - var)
+    assert torch.allclose(hook.loss, expected, atol=1e-5)
+    hook.active = False
+    hook.loss = None
+    bn(x)
+    assert hook.loss is None  # inactive outside synthesis: KD forward passes pay nothing
+
+
+def test_bn_hook_momentum_blends_previous_batch():
+    bn = torch.nn.BatchNorm2d(3).eval()
+    hook = BNStatsHook(bn, momentum=0.9)
+    hook.active = True
+    a, b = torch.randn(4, 3, 2, 2), torch.randn(4, 3, 2, 2) + 3
+    bn(a)
+    hook.commit()
+    bn(b)
+    mean = 0.1 * b.mean((0, 2, 3)) + 0.9 * a.mean((0, 2, 3))
+    assert torch.allclose(hook.last[0], mean, atol=1e-5)
+
+
+def test_adversarial_loss_masks_disagreement_and_caps():
+    t = torch.tensor([[5.0, 0.0], [5.0, 0.0]])
+    s_agree = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    s_disagree = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
+    assert adversarial_loss(s_disagree, t).item() == 0.0
+    assert adversarial_loss(s_agree, t).item() < 0
+    huge = torch.tensor([[1e4, 0.0], [1e4, 0.0]])
+    assert adversarial_loss(huge, torch.tensor([[1.0, 0.9], [1.0, 0.9]]), cap=5.0).item() >= -5.0
+
+
+def test_entropy_balance_prefers_balanced_predictions():
+    balanced = torch.eye(4).repeat(4, 1) * 10
+    one_class = torch.zeros(16, 4)
+    one_class[:, 0] = 10
+    assert entropy_balance_loss(balanced) < entropy_balance_loss(one_class)
+
+
+def test_collapse_detection():
+    one = torch.zeros(100, 10)
+    one[:, 3] = 1
+    assert is_collapsed(class_stats(one, 10), 10)
+    bal = torch.eye(10).repeat(10, 1)
+    stats = class_stats(bal, 10)
+    assert stats["max_class_frac"] == pytest.approx(0.1)
+    assert not is_collapsed(stats, 10)
+
+
+def test_teacher_without_bn_warns_once_and_still_inverts():
+    torch.manual_seed(0)
+    teacher = tiny_cnn(bn=False).eval()
+    with pytest.warns(UserWarning, match="no BatchNorm"):
+        inv = TeacherInverter(teacher, 4)
+    synth = GeneratorSynthesizer(GeneratorConfig(batch_size=16, nz=8, ngf=8, g_steps=2), inv, SHAPE)
+    batch = synth.synthesize(tiny_cnn(), adversarial=True)
+    assert batch.images.shape == (16, *SHAPE)
+    assert 0.0 <= batch.images.min() and batch.images.max() <= 1.0
+    assert batch.metrics["loss_bn"] == 0.0 and batch.metrics["loss_oh"] > 0
+
+
+def test_generator_synthesis_loss_decreases_with_meta_learning():
+    torch.manual_seed(0)
+    inv = TeacherInverter(trained_tiny_teacher(), 4, bn_momentum=0.0, bf16=False)
+    synth = GeneratorSynthesizer(GeneratorConfig(batch_size=32, nz=16, ngf=8, g_steps=3, lr_g=0.02, adv=0.0), inv, SHAPE)
+    student = tiny_cnn()
+    losses = [synth.synthesize(student, adversarial=False).metrics["loss_synth"] for _ in range(25)]
+    assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5
+    # the meta-generator itself has learned: its own samples now look like the targeted classes
+    with torch.no_grad():
+        x = synth.generator(torch.randn(64, 16))
+    assert x.shape == (64, *SHAPE)
+
+
+def test_pixel_inversion_makes_the_teacher_predict_the_targets():
+    torch.manual_seed(0)
+    teacher = trained_tiny_teacher()
+    inv = TeacherInverter(teacher, 4, bf16=False)
+    synth = PixelSynthesizer(PixelConfig(batch_size=32, iterations=60, lr=0.2, adv=0.0, tv=0.0), inv, SHAPE)
+    batch = synth.synthesize(tiny_cnn(), adversarial=False)
+    with torch.no_grad():
+        acc = (teacher(batch.images).argmax(1) == batch.targets).float().mean().item()
+        ce = F.cross_entropy(teacher(batch.images), batch.targets).item()
+        ce_noise = F.cross_entropy(teacher(torch.rand(32, *SHAPE)), batch.targets).item()
+    assert acc >= 0.9 and ce < ce_noise
+
+
+def test_pool_never_exceeds_capacity_and_is_fifo():
+    pool = SamplePool(capacity=10, shape=(1, 2, 2))
+    for i in range(7):
+        pool.add(torch.full((3, 1, 2, 2), i / 10))
+        assert len(pool) <= 10
+    assert len(pool) == 10 and pool.count == 21
+    kept = sorted({round(v, 1) for v in (pool.data.float() / 255).flatten().tolist()})
+    assert kept == [0.3, 0.4, 0.5, 0.6]  # the oldest batches were evicted first
+    assert pool.sample(4).shape == (4, 1, 2, 2)
+
+
+def test_pool_flush_restore_is_exact(tmp_path):
+    torch.manual_seed(0)
+    pool = SamplePool(capacity=20, shape=(3, 4, 4))
+    for _ in range(3):
+        pool.add(torch.rand(8, 3, 4, 4))
+        n = pool.flush(tmp_path)
+    back = SamplePool.restore(tmp_path, n, 20, (3, 4, 4))
+    assert torch.equal(back.data, pool.data) and back.count == pool.count
