@@ -81,6 +81,7 @@ def distill(teacher: nn.Module | str, student: nn.Module | str, input_shape=None
     ``options`` are fields of ``DistillConfig`` (batch_size, kd_steps, lr, temperature, ...).
     ``eval_data`` (npz path, ImageSet or (x, y) in the input space) is for reporting only.
     """
+    torch.manual_seed(seed)  # zoo students are initialised under the run's seed
     teacher = as_model(teacher, teacher_weights, num_classes)
     meta = model_meta(teacher, input_shape, num_classes, mean, std)
     student = as_model(student, None, meta.num_classes)
@@ -98,7 +99,6 @@ def distill(teacher: nn.Module | str, student: nn.Module | str, input_shape=None
                         seed=seed, **options)
     run = RunDir(out) if out else None
     ex, ey = _eval_tensors(eval_data, meta)
-    torch.manual_seed(seed)
     engine = Distiller(teacher, student, meta, cfg, run, ex, ey, progress)
     teacher_eval = evaluate(teacher, ex, ey, bf16=False) if ex is not None else None
     t0 = time.time()
@@ -134,6 +134,7 @@ def train(model: nn.Module | str, data, *, epochs: int = 10, out: str | None = N
           num_classes: int | None = None, input_shape=None, mean=None, std=None, progress: bool = True,
           **options) -> dict:
     """Supervised training on real labelled data (npz / folder / 'mnist5k' / ImageSet)."""
+    torch.manual_seed(options.get("seed", 0))
     model = as_model(model, None, num_classes)
     ds = load_dataset(str(data)) if isinstance(data, (str, os.PathLike)) else data
     nc = num_classes or getattr(getattr(model, "datafree_meta", None), "num_classes", None) or int(ds.y.max()) + 1

@@ -69,9 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--batch-size", type=int, help="student batch size (default 256)")
     d.add_argument("--kd-steps", type=int, help="student steps per round (default 100)")
     d.add_argument("--synth-every", type=int, help="student steps per synthesis call (default 10)")
-    d.add_argument("--lr", type=float, help="student SGD learning rate, cosine-decayed (default 0.2)")
+    d.add_argument("--lr", type=float, help="student SGD learning rate, cosine-decayed (default 0.05)")
     d.add_argument("--temperature", type=float, help="KD temperature (default 20)")
     d.add_argument("--loss", choices=["kl", "l1"], help="KD loss: KL with temperature (default) or L1 on logits")
+    d.add_argument("--no-flip", action="store_true", help="no mirror augmentation (digits, text)")
+    d.add_argument("--no-teacher-cache", action="store_true",
+                   help="run the teacher on every augmented batch (random crop + flip) instead of caching its "
+                   "logits per pool sample and its mirror")
+    d.add_argument("--pool-size", type=int, help="synthetic pool capacity in samples (default 200000, FIFO)")
     d.add_argument("--no-bf16", action="store_true", help="run everything in float32")
     d.add_argument("--no-channels-last", action="store_true", help="keep the default NCHW memory format")
     d.add_argument("--deterministic", action="store_true", help="deterministic algorithms (for exact resume)")
@@ -100,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("demo", help="the embedded MNIST-5k demo: teacher LeNet-5 -> data-free LeNet-5-half")
     m.add_argument("--out", default="runs/demo")
-    m.add_argument("--budget", default="150s", help="data-free distillation budget (default 150s)")
+    m.add_argument("--budget", default="240s", help="data-free distillation budget (default 240s)")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--quiet", action="store_true")
 
@@ -113,8 +118,11 @@ def _distill(a: argparse.Namespace) -> None:
 
     opts = {k: v for k, v in {"batch_size": a.batch_size, "kd_steps": a.kd_steps, "synth_every": a.synth_every,
                               "lr": a.lr, "temperature": a.temperature, "loss": a.loss}.items() if v is not None}
-    if a.no_bf16:
-        opts["bf16"] = False
+    if a.pool_size:
+        opts["pool_size"] = a.pool_size
+    for flag, key in ((a.no_bf16, "bf16"), (a.no_flip, "flip"), (a.no_teacher_cache, "cache_teacher")):
+        if flag:
+            opts[key] = False
     res = distill(a.teacher, a.student, a.input_shape, a.num_classes, None if a.rounds else a.budget, a.rounds,
                   a.seed, teacher_weights=a.teacher_weights, mean=a.mean, std=a.std, eval_data=a.eval_data,
                   out=a.out, resume=a.resume, synthesizer=a.synthesizer, synth=dict(a.synth_opt),

@@ -20,7 +20,7 @@ from datafree.io.safetensors import load_safetensors
 from tests.tiny import tiny_cnn, trained_tiny_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(batch_size=16, kd_steps=4, synth_every=2, warmup_batches=1, channels_last=False)
+TINY = dict(batch_size=16, kd_steps=4, synth_every=2, channels_last=False)
 TINY_SYNTH = dict(batch_size=16, nz=8, ngf=8, g_steps=1)
 
 

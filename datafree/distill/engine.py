@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,13 +40,14 @@ class DistillConfig:
     batch_size: int = 256
     kd_steps: int = 100
     synth_every: int = 10
-    warmup_batches: int = 20
-    lr: float = 0.2
+    warmup: float = 0.1  # share of the budget spent only synthesizing before the first student step
+    lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
     temperature: float = 20.0
     loss: str = "kl"
     augment: bool = True
+    flip: bool = True  # mirror augmentation (off for digits and text)
     cache_teacher: bool = True  # teacher logits cached per pool sample (+ mirror): no teacher pass per step
     bf16: bool = True
     channels_last: bool = True
@@ -129,11 +131,11 @@ class Distiller:
         cfg = self.cfg
         x, cached = self.pool.sample(cfg.batch_size)
         if cached is not None:  # mirror augmentation, exact cached teacher logits for either view
-            flip = torch.rand(len(x)) < 0.5 if cfg.augment else torch.zeros(len(x), dtype=torch.bool)
+            flip = torch.rand(len(x)) < 0.5 if cfg.augment and cfg.flip else torch.zeros(len(x), dtype=torch.bool)
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
             t = cached[torch.arange(len(x)), flip.long()]
         elif cfg.augment:
-            x = random_crop_flip(x, padding=max(1, x.shape[-1] // 8))
+            x = random_crop_flip(x, padding=max(1, x.shape[-1] // 8), flip=cfg.flip)
         x = normalize(x, self.meta.mean, self.meta.std)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -179,7 +181,7 @@ class Distiller:
                "lr": lr, "pool_size": len(self.pool)}
         row.update({k: float(np.mean(v)) for k, v in acc.items()})
         stats = {"max_class_frac": row.get("max_class_frac", 0.0), "effective_classes": row.get("effective_classes", 1e9)}
-        row["collapse"] = bool(acc) and is_collapsed(stats, self.meta.num_classes) or row["kd_loss"] < 1e-4
+        row["collapse"] = (bool(acc) and is_collapsed(stats, self.meta.num_classes)) or row["kd_loss"] < 1e-4
         return row
 
     # -- checkpoint -----------------------------------------------------------------------------
@@ -214,6 +216,19 @@ class Distiller:
         self.run.truncate_metrics(self.round)
         return True
 
+    def _warmup(self) -> None:
+        """Fast-DFKD's warm-up: synthesize only, so the generator improves before the student starts
+        (it would otherwise spend its high-learning-rate phase on the generator's first, poor samples)."""
+        if self.budget.rounds is not None:
+            calls = math.ceil(self.cfg.warmup * self.budget.rounds * self.cfg.kd_steps / self.cfg.synth_every)
+            for _ in range(calls):
+                self._synthesize({})
+            return
+        self._synthesize({})  # at least one batch, so the pool is never empty
+        while self.clock.elapsed < self.cfg.warmup * self.budget.seconds:
+            self._synthesize({})
+            self.progress.update(self.clock.elapsed / self.budget.seconds, self.clock.elapsed, "warm-up: synthesis only")
+
     # -- main loop ------------------------------------------------------------------------------
     def _evaluate(self) -> float | None:
         if self.eval_x is None:
@@ -222,9 +237,9 @@ class Distiller:
 
     def run_loop(self, resume: bool = False) -> DistillResult:
         cfg = self.cfg
-        resumed = resume and self._restore()
+        seed_everything(cfg.seed, cfg.deterministic)
+        resumed = resume and self._restore()  # restores the RNG state the checkpoint saved
         if not resumed:
-            seed_everything(cfg.seed, cfg.deterministic)
             if self.run:
                 self.run.reset_metrics()
         if cfg.channels_last:
@@ -232,8 +247,7 @@ class Distiller:
             self.student.to(memory_format=torch.channels_last)
         self.clock.start()
         if not resumed:
-            for _ in range(cfg.warmup_batches):
-                self._synthesize({})
+            self._warmup()
         while not self.budget.done(self.clock.elapsed, self.round):
             self.round += 1
             row = self._round()
@@ -243,8 +257,6 @@ class Distiller:
             row["wall_time"] = time.time()
             self.history.append(row)
             if row["collapse"]:
-                import warnings
-
                 warnings.warn(f"round {self.round}: generator collapse suspected (max class share "
                               f"{row.get('max_class_frac', 0):.2f}, kd loss {row['kd_loss']:.2e})", stacklevel=2)
             if self.run:

@@ -22,6 +22,7 @@ scripts: 10 / 0.4-0.5), since at bn/oh = 20 the one-hot term barely moves within
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from datafree.data.augment import random_crop_flip
+from datafree.errors import DatafreeError
 from datafree.models.generator import Generator
 from datafree.synthesis.base import (SynthBatch, TeacherInverter, adversarial_loss, class_stats,
                                      entropy_balance_loss)
@@ -107,6 +109,9 @@ class GeneratorSynthesizer:
                 for mp, g in zip(meta_params, grads):
                     mp.grad = g.clone() if mp.grad is None else mp.grad.add_(g)
             opt.step()
+            if not math.isfinite(loss.item()):
+                raise DatafreeError(f"the synthesis loss became {loss.item()}: the teacher gives non-finite outputs "
+                                    "(check its weights) or lr_g is too high")
             if loss.item() < best_loss:
                 best_loss, best = loss.item(), x.detach()
                 parts = {"loss_bn": l_bn.item(), "loss_oh": l_oh.item(), "loss_adv": l_adv.item(),
