@@ -6,7 +6,7 @@
     datafree.evaluate(model, x, y)   # x: float NCHW in the model's input space
 """
 
-from datafree.api import distill, train
+from datafree.api import distill, evaluate_dataset, train
 from datafree.data import ImageSet, load_dataset, load_mnist5k, load_npz
 from datafree.distill import DistillConfig, DistillResult
 from datafree.errors import DatafreeError
@@ -16,5 +16,5 @@ from datafree.synthesis import GeneratorConfig, PixelConfig
 
 __version__ = "0.1.0"
 __all__ = ["DatafreeError", "DistillConfig", "DistillResult", "GeneratorConfig", "ImageSet", "PixelConfig",
-           "create_model", "distill", "evaluate", "list_models", "load_dataset", "load_mnist5k", "load_npz",
-           "load_weights", "train"]
+           "create_model", "distill", "evaluate", "evaluate_dataset", "list_models", "load_dataset",
+           "load_mnist5k", "load_npz", "load_weights", "train"]

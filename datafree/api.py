@@ -66,6 +66,17 @@ def _eval_tensors(data, meta: ModelMeta) -> tuple[torch.Tensor, torch.Tensor] | 
     return x.float(), y
 
 
+def evaluate_dataset(model: nn.Module | str, data, *, weights: str | None = None, num_classes: int | None = None,
+                     input_shape=None, mean=None, std=None) -> dict:
+    """Accuracy of ``model`` on labelled data given as a path (npz / folder / mnist5k:test) or ImageSet;
+    pixels are normalised with the model's recorded mean/std (or the ones passed)."""
+    model = as_model(model, weights, num_classes)
+    ds = load_dataset(str(data)) if isinstance(data, (str, os.PathLike)) else data
+    meta = model_meta(model, input_shape or tuple(ds.x.shape[1:]), num_classes, mean, std)
+    x, y = _eval_tensors(ds, meta)
+    return evaluate(model, x, y)
+
+
 def machine_info() -> dict:
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
@@ -104,7 +115,8 @@ def distill(teacher: nn.Module | str, student: nn.Module | str, input_shape=None
     t0 = time.time()
     if run:
         run.write_config({**engine.resolved_config(),
-                          "teacher": {"arch": meta.name, "weights": teacher_weights, "input_shape": list(meta.input_shape),
+                          "teacher": {"arch": meta.name, "weights": teacher_weights,
+                                      "input_shape": list(meta.input_shape),
                                       "num_classes": meta.num_classes, "mean": meta.mean, "std": meta.std},
                           "student": {"arch": getattr(smeta, "name", "custom")},
                           "eval_data": str(eval_data) if isinstance(eval_data, (str, os.PathLike)) else None})
@@ -140,7 +152,8 @@ def train(model: nn.Module | str, data, *, epochs: int = 10, out: str | None = N
     nc = num_classes or getattr(getattr(model, "datafree_meta", None), "num_classes", None) or int(ds.y.max()) + 1
     meta = model_meta(model, input_shape or tuple(ds.x.shape[1:]), nc, mean, std)
     if tuple(ds.x.shape[1:]) != tuple(meta.input_shape):
-        raise DatafreeError(f"training images have shape {tuple(ds.x.shape[1:])} but the model takes {meta.input_shape}")
+        raise DatafreeError(f"training images have shape {tuple(ds.x.shape[1:])} but the model takes "
+                            f"{meta.input_shape}")
     check_model(model, meta, "model")
     if int(ds.y.max()) >= meta.num_classes:
         raise DatafreeError(f"class-count mismatch: labels go up to {int(ds.y.max())} but the model has "

@@ -128,7 +128,9 @@ def _distill(a: argparse.Namespace) -> None:
                   out=a.out, resume=a.resume, synthesizer=a.synthesizer, synth=dict(a.synth_opt),
                   progress=not a.quiet, channels_last=not a.no_channels_last, deterministic=a.deterministic, **opts)
     s = res.summary
-    acc = f", last accuracy {s['last_accuracy_fp32']:.4f}, mean {s['mean_accuracy']:.4f}" if "last_accuracy_fp32" in s else ""
+    acc = ""
+    if "last_accuracy_fp32" in s:
+        acc = f", last accuracy {s['last_accuracy_fp32']:.4f}, mean over the run {s['mean_accuracy']:.4f}"
     print(f"done: {s['rounds']} rounds in {s['elapsed_s']:.0f} s{acc}; run directory {a.out}")
 
 
@@ -143,19 +145,10 @@ def _train(a: argparse.Namespace) -> None:
 
 
 def _evaluate(a: argparse.Namespace) -> None:
-    from datafree.api import _eval_tensors, as_model
-    from datafree.evaluate import evaluate
-    from datafree.models import model_meta
+    from datafree.api import evaluate_dataset
 
-    model = as_model(a.model, a.weights, a.num_classes)
-    ds_shape = None
-    from datafree.data import load_dataset
-
-    ds = load_dataset(a.data)
-    ds_shape = tuple(ds.x.shape[1:])
-    meta = model_meta(model, a.input_shape or ds_shape, a.num_classes, a.mean, a.std)
-    x, y = _eval_tensors(ds, meta)
-    r = evaluate(model, x, y)
+    r = evaluate_dataset(a.model, a.data, weights=a.weights, num_classes=a.num_classes, input_shape=a.input_shape,
+                         mean=a.mean, std=a.std)
     print(json.dumps(r) if a.json else f"accuracy {r['accuracy']:.4f} on {r['n']} images (loss {r['loss']:.4f})")
 
 

@@ -46,11 +46,11 @@ def write_report(run: RunDir, report: dict, history: list[dict], title: str) -> 
     lines += ["| model | params | last acc. | mean acc. over run | variance | max drawdown |",
               "|---|---:|---:|---:|---:|---:|"]
     for name, r in rows:
-        def pct(k):
-            return f"{100 * r[k]:.2f} %" if r.get(k) is not None else "-"
-        lines.append(f"| {name} ({r.get('arch', '?')}) | {r.get('params', '-'):,} | {pct('accuracy')} | "
-                     f"{pct('mean_accuracy')} | {r.get('var_accuracy', 0) * 1e4:.2f} pt² | {pct('max_drawdown')} |"
-                     if isinstance(r.get("params"), int) else f"| {name} | - | {pct('accuracy')} | - | - | - |")
+        pct = {k: f"{100 * r[k]:.2f} %" if r.get(k) is not None else "-"
+               for k in ("accuracy", "mean_accuracy", "max_drawdown")}
+        var = f"{r['var_accuracy'] * 1e4:.2f} pt²" if r.get("var_accuracy") is not None else "-"
+        lines.append(f"| {name} ({r.get('arch', '?')}) | {r.get('params', 0):,} | {pct['accuracy']} | "
+                     f"{pct['mean_accuracy']} | {var} | {pct['max_drawdown']} |")
     lines += ["", f"- synthetic images/s: {s.get('synthetic_images_per_s', 0):.1f}; student images/s: "
               f"{s.get('student_images_per_s', 0):.1f}",
               f"- rounds with suspected generator collapse: {s.get('collapse_rounds', 0)}", ""]

@@ -112,10 +112,6 @@ def test_load_npz_bad_shapes_and_garbage(tmp_path):
         load_npz(tmp_path / "junk.npz")
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="package bug: load_npz on a plain .npy file (np.load returns an ndarray) hits "
-                          "'with np.load(...) as z' and raises TypeError instead of DatafreeError "
-                          "(datafree/data/loaders.py, load_npz)")
 def test_load_npz_on_npy_file(tmp_path):
     np.save(tmp_path / "arr.npy", _rand_uint8((2, 4, 4, 3)))
     with pytest.raises(DatafreeError):

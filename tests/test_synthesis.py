@@ -6,8 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from datafree.synthesis import (GeneratorConfig, GeneratorSynthesizer, PixelConfig, PixelSynthesizer, SamplePool,
-                                TeacherInverter)
+from datafree.synthesis import (
+    GeneratorConfig,
+    GeneratorSynthesizer,
+    PixelConfig,
+    PixelSynthesizer,
+    SamplePool,
+    TeacherInverter,
+)
 from datafree.synthesis.base import BNStatsHook, adversarial_loss, class_stats, entropy_balance_loss, is_collapsed
 from tests.tiny import tiny_cnn, trained_tiny_teacher
 
@@ -86,7 +92,8 @@ def test_teacher_without_bn_warns_once_and_still_inverts():
 def test_generator_synthesis_loss_decreases_with_meta_learning():
     torch.manual_seed(0)
     inv = TeacherInverter(trained_tiny_teacher(), 4, bn_momentum=0.0, bf16=False)
-    synth = GeneratorSynthesizer(GeneratorConfig(batch_size=32, nz=16, ngf=8, g_steps=3, lr_g=0.02, adv=0.0), inv, SHAPE)
+    cfg = GeneratorConfig(batch_size=32, nz=16, ngf=8, g_steps=3, lr_g=0.02, adv=0.0)
+    synth = GeneratorSynthesizer(cfg, inv, SHAPE)
     student = tiny_cnn()
     losses = [synth.synthesize(student, adversarial=False).metrics["loss_synth"] for _ in range(40)]
     assert sum(losses[-5:]) / 5 < 0.85 * sum(losses[:5]) / 5

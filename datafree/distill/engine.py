@@ -1,9 +1,15 @@
 """The data-free distillation loop shared by every synthesizer (and, later, replay strategy).
 
-One *round* = ``kd_steps`` student updates on the synthetic pool, with one synthesis call every
-``synth_every`` updates; then (outside the budget clock) an evaluation if held-out data was given,
-one metrics row and a checkpoint.  The learning rate follows a cosine over budget progress, which
-is wall-clock or rounds.  Held-out data is only ever reported, never used to select anything.
+1. warm-up (``warmup`` share of the budget): synthesis only, as Fast-DFKD's warm-up epochs;
+2. rounds: ``kd_steps`` student updates on batches from the synthetic pool, with one synthesis call
+   every ``synth_every`` updates; then, outside the budget clock, an evaluation if held-out data was
+   given, one metrics row and a checkpoint.
+The learning rate follows a cosine over budget progress (wall-clock or rounds).  With
+``cache_teacher`` the teacher's logits are computed once per pool sample, for the image and its mirror,
+when the sample enters the pool - exact for the mirror augmentation used then, and it removes the
+teacher forward pass from every student step (0.53 -> 0.35 s per 256-batch for resnet56 -> resnet20
+on 2 cores).  Without it, every batch gets random crop + flip and a live teacher pass.
+Held-out data is only ever reported, never used to select anything.
 """
 
 from __future__ import annotations
@@ -180,7 +186,8 @@ class Distiller:
         row = {"round": self.round, "elapsed_s": round(self.clock.elapsed, 2), "kd_loss": float(np.mean(losses)),
                "lr": lr, "pool_size": len(self.pool)}
         row.update({k: float(np.mean(v)) for k, v in acc.items()})
-        stats = {"max_class_frac": row.get("max_class_frac", 0.0), "effective_classes": row.get("effective_classes", 1e9)}
+        stats = {"max_class_frac": row.get("max_class_frac", 0.0),
+                 "effective_classes": row.get("effective_classes", 1e9)}
         row["collapse"] = (bool(acc) and is_collapsed(stats, self.meta.num_classes)) or row["kd_loss"] < 1e-4
         return row
 
@@ -227,7 +234,8 @@ class Distiller:
         self._synthesize({})  # at least one batch, so the pool is never empty
         while self.clock.elapsed < self.cfg.warmup * self.budget.seconds:
             self._synthesize({})
-            self.progress.update(self.clock.elapsed / self.budget.seconds, self.clock.elapsed, "warm-up: synthesis only")
+            self.progress.update(self.clock.elapsed / self.budget.seconds, self.clock.elapsed,
+                                 "warm-up: synthesis only")
 
     # -- main loop ------------------------------------------------------------------------------
     def _evaluate(self) -> float | None:
@@ -252,7 +260,8 @@ class Distiller:
             self.round += 1
             row = self._round()
             self.clock.pause()
-            if cfg.eval_every and (self.round % cfg.eval_every == 0 or self.budget.done(self.clock.elapsed, self.round)):
+            last = self.budget.done(self.clock.elapsed, self.round)
+            if cfg.eval_every and (self.round % cfg.eval_every == 0 or last):
                 row["accuracy"] = self._evaluate()
             row["wall_time"] = time.time()
             self.history.append(row)
@@ -265,7 +274,8 @@ class Distiller:
             info = f"round {self.round} kd {row['kd_loss']:.3f}"
             if row.get("accuracy") is not None:
                 info += f" acc {row['accuracy']:.4f}"
-            self.progress.update(self.budget.progress(self.clock.elapsed, self.round), self.clock.elapsed, info, force=True)
+            self.progress.update(self.budget.progress(self.clock.elapsed, self.round), self.clock.elapsed, info,
+                                 force=True)
             self.clock.start()
         self.clock.pause()
         self.progress.close()

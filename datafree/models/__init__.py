@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -60,6 +60,10 @@ KNOWN_CHECKPOINTS = {
     "dd41b0ddd0a69f42b2939720b10cb6f5bc912a86253b283897bc8258ba7a1401": "resnet56",
     "f2eff4c8461ca1e0d39af83a65f7243bf7d29ec421efee3064bcee93a3caaa73": "cifar100_resnet56",
 }
+
+# where those checkpoints live in ../shared/models: a file there that fails its checksum is corrupt
+KNOWN_PATHS = {("cifar10", f"resnet{d}.pt"): f"resnet{d}" for d in (20, 32, 44, 56)}
+KNOWN_PATHS[("cifar100", "resnet56.pt")] = "cifar100_resnet56"
 
 
 @dataclass
@@ -158,6 +162,10 @@ def load_weights(model: nn.Module, path: str | os.PathLike, name: str | None = N
     sd = read_state_dict(path)
     digest = sha256_file(path)
     owner = KNOWN_CHECKPOINTS.get(digest)
+    known_as = KNOWN_PATHS.get((Path(path).parent.name, Path(path).name))
+    if known_as and owner is None and Path(path).parent.parent.name == "models":
+        raise DatafreeError(f"'{path}' fails its sha256 check (got {digest[:16]}...): it is not the verified "
+                            f"{known_as} checkpoint; copy it again")
     name = name or getattr(getattr(model, "datafree_meta", None), "name", None)
     if owner and name and name in MODELS and owner != name:
         raise DatafreeError(f"'{path}' is the verified {owner} checkpoint, not {name}: pass the matching model")

@@ -4,7 +4,7 @@ BatchNorm-statistics hooks and the inversion losses (DAFL / DeepInversion / CMI 
 from __future__ import annotations
 
 import contextlib
-
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from datafree.data.augment import normalize
+from datafree.errors import DatafreeError
 
 
 @dataclass
@@ -33,6 +34,28 @@ class Synthesizer(Protocol):
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
+
+
+class InversionSynthesizer:
+    """Shared frame of a synthesis call: the student is put in eval mode (the adversarial term probes its
+    inference behaviour), the teacher's BN hooks are armed, and both are restored afterwards."""
+
+    inv: TeacherInverter
+    calls: int = 0
+
+    def synthesize(self, student: nn.Module, adversarial: bool = True) -> SynthBatch:
+        was_training = student.training
+        student.eval()
+        try:
+            with self.inv.inverting():
+                out = self._run(student, adversarial)
+        finally:
+            student.train(was_training)
+        self.calls += 1
+        return out
+
+    def _run(self, student: nn.Module, adversarial: bool) -> SynthBatch:
+        raise NotImplementedError
 
 
 class BNStatsHook:
@@ -121,6 +144,15 @@ class TeacherInverter:
         """Class-balanced target classes in random order (class balance by construction)."""
         t = torch.arange(n) % self.num_classes
         return t[torch.randperm(n)]
+
+
+def finite(loss: torch.Tensor) -> float:
+    """``loss.item()``, or one clear error if inversion diverged (NaN/inf)."""
+    value = loss.item()
+    if not math.isfinite(value):
+        raise DatafreeError(f"the synthesis loss became {value}: the teacher gives non-finite outputs "
+                            "(check its weights) or the synthesis learning rate is too high")
+    return value
 
 
 def entropy_balance_loss(t_logits: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,6 @@ scripts: 10 / 0.4-0.5), since at bn/oh = 20 the one-hot term barely moves within
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -32,8 +31,15 @@ from torch import nn
 from datafree.data.augment import random_crop_flip
 from datafree.errors import DatafreeError
 from datafree.models.generator import Generator
-from datafree.synthesis.base import (SynthBatch, TeacherInverter, adversarial_loss, class_stats,
-                                     entropy_balance_loss)
+from datafree.synthesis.base import (
+    InversionSynthesizer,
+    SynthBatch,
+    TeacherInverter,
+    adversarial_loss,
+    class_stats,
+    entropy_balance_loss,
+    finite,
+)
 
 
 @dataclass
@@ -54,13 +60,16 @@ class GeneratorConfig:
     augment: bool = True
 
 
-class GeneratorSynthesizer:
+class GeneratorSynthesizer(InversionSynthesizer):
     def __init__(self, cfg: GeneratorConfig, inverter: TeacherInverter, input_shape: tuple[int, ...]) -> None:
         if cfg.meta not in ("fomaml", "reptile", "none"):
-            raise ValueError(f"generator meta must be fomaml, reptile or none, got '{cfg.meta}'")
+            raise DatafreeError(f"generator meta must be fomaml, reptile or none, got '{cfg.meta}'")
         c, h, w = input_shape
         if h != w:
-            raise ValueError(f"the generator makes square images; input shape {input_shape} is not")
+            raise DatafreeError(f"the generator makes square images; input shape {tuple(input_shape)} is not "
+                                "(use --synthesizer pixel)")
+        if h % 4:
+            raise DatafreeError(f"the generator needs an image size divisible by 4, got {h} (use --synthesizer pixel)")
         self.cfg, self.inv = cfg, inverter
         nc = inverter.num_classes if cfg.conditional else 0
         self.generator = Generator(cfg.nz, cfg.ngf, h, c, nc)
@@ -71,20 +80,10 @@ class GeneratorSynthesizer:
         self.meta_opt = torch.optim.Adam(self.generator.parameters(), cfg.lr_g * cfg.g_steps, betas=(0.5, 0.999))
         self.calls = 0
 
-    def synthesize(self, student: nn.Module, adversarial: bool = True) -> SynthBatch:
+    def _run(self, student: nn.Module, adversarial: bool) -> SynthBatch:
         cfg, inv = self.cfg, self.inv
         self.fast.load_state_dict(self.generator.state_dict())
         self.fast.train()
-        was_training = student.training
-        student.eval()
-        with inv.inverting():
-            out = self._run(student, adversarial)
-        student.train(was_training)
-        self.calls += 1
-        return out
-
-    def _run(self, student: nn.Module, adversarial: bool) -> SynthBatch:
-        cfg, inv = self.cfg, self.inv
         z = torch.randn(cfg.batch_size, cfg.nz, requires_grad=True)
         y = inv.balanced_targets(cfg.batch_size)
         params = list(self.fast.parameters())
@@ -102,6 +101,7 @@ class GeneratorSynthesizer:
             l_bal = entropy_balance_loss(t) if cfg.balance else torch.zeros(())
             l_adv = adversarial_loss(inv.logits(xa, student), t) if cfg.adv and adversarial else torch.zeros(())
             loss = cfg.bn * l_bn + cfg.oh * l_oh + cfg.balance * l_bal + cfg.adv * l_adv
+            value = finite(loss)
             grads = torch.autograd.grad(loss, params + [z])  # no grads into teacher/student weights
             for p, g in zip(params + [z], grads):
                 p.grad = g
@@ -109,11 +109,8 @@ class GeneratorSynthesizer:
                 for mp, g in zip(meta_params, grads):
                     mp.grad = g.clone() if mp.grad is None else mp.grad.add_(g)
             opt.step()
-            if not math.isfinite(loss.item()):
-                raise DatafreeError(f"the synthesis loss became {loss.item()}: the teacher gives non-finite outputs "
-                                    "(check its weights) or lr_g is too high")
-            if loss.item() < best_loss:
-                best_loss, best = loss.item(), x.detach()
+            if value < best_loss:
+                best_loss, best = value, x.detach()
                 parts = {"loss_bn": l_bn.item(), "loss_oh": l_oh.item(), "loss_adv": l_adv.item(),
                          **class_stats(t.detach(), inv.num_classes)}
         inv.commit_bn()

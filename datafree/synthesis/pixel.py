@@ -9,6 +9,7 @@ under random jitter/flip.  Much slower than the generator (no amortisation), kep
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -16,7 +17,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from datafree.data.augment import random_crop_flip
-from datafree.synthesis.base import SynthBatch, TeacherInverter, adversarial_loss, class_stats
+from datafree.synthesis.base import (
+    InversionSynthesizer,
+    SynthBatch,
+    TeacherInverter,
+    adversarial_loss,
+    class_stats,
+    finite,
+)
 
 
 @dataclass
@@ -36,20 +44,10 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
     return (x[..., 1:, :] - x[..., :-1, :]).pow(2).mean() + (x[..., :, 1:] - x[..., :, :-1]).pow(2).mean()
 
 
-class PixelSynthesizer:
+class PixelSynthesizer(InversionSynthesizer):
     def __init__(self, cfg: PixelConfig, inverter: TeacherInverter, input_shape: tuple[int, ...]) -> None:
         self.cfg, self.inv, self.shape = cfg, inverter, tuple(input_shape)
         self.calls = 0
-
-    def synthesize(self, student: nn.Module, adversarial: bool = True) -> SynthBatch:
-        cfg, inv = self.cfg, self.inv
-        was_training = student.training
-        student.eval()
-        with inv.inverting():
-            out = self._run(student, adversarial)
-        student.train(was_training)
-        self.calls += 1
-        return out
 
     def _run(self, student: nn.Module, adversarial: bool) -> SynthBatch:
         cfg, inv = self.cfg, self.inv
@@ -58,7 +56,7 @@ class PixelSynthesizer:
         opt = torch.optim.Adam([v], cfg.lr, betas=(0.5, 0.9))
         for it in range(cfg.iterations):
             for g in opt.param_groups:  # cosine decay, as in the reference implementation
-                g["lr"] = 0.5 * cfg.lr * (1 + torch.cos(torch.tensor(it / cfg.iterations * torch.pi))).item()
+                g["lr"] = 0.5 * cfg.lr * (1 + math.cos(math.pi * it / cfg.iterations))
             x = torch.sigmoid(v)
             xa = random_crop_flip(x, padding=2)
             t = inv.logits(xa)
@@ -67,13 +65,14 @@ class PixelSynthesizer:
                 loss = loss + cfg.l2 * x.pow(2).mean()
             if cfg.adv and adversarial:
                 loss = loss + cfg.adv * adversarial_loss(inv.logits(xa, student), t)
+            finite(loss)
             (g,) = torch.autograd.grad(loss, [v])
             v.grad = g
             opt.step()
         with torch.no_grad():
             x = torch.sigmoid(v)
             stats = class_stats(inv.logits(x), inv.num_classes)
-        return SynthBatch(x, y, {"loss_synth": loss.item(), **stats})
+        return SynthBatch(x, y, {"loss_synth": finite(loss), **stats})
 
     def state_dict(self) -> dict:
         return {"calls": self.calls}
