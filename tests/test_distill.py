@@ -132,8 +132,8 @@ def test_supervised_training_learns_mnist5k(tmp_path):
     from datafree.data import ImageSet, load_mnist5k
 
     train, test = load_mnist5k("train"), load_mnist5k("test")
-    sub = ImageSet(train.x[:1000], train.y[:1000])
-    r = datafree.train("lenet5", sub, epochs=3, out=str(tmp_path), eval_data=ImageSet(test.x[:300], test.y[:300]),
+    sub = ImageSet(train.x[:2000], train.y[:2000])
+    r = datafree.train("lenet5", sub, epochs=5, out=str(tmp_path), eval_data=ImageSet(test.x[:300], test.y[:300]),
                        progress=False, flip=False, lr=0.05)
     assert r["accuracy"] > 0.8
     assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "report.json").is_file()
