@@ -85,10 +85,13 @@ def machine_info() -> dict:
 def distill(teacher: nn.Module | str, student: nn.Module | str, input_shape=None, num_classes: int | None = None,
             budget: str | None = "10m", rounds: int | None = None, seed: int = 0, *, teacher_weights: str | None = None,
             mean=None, std=None, eval_data=None, out: str | None = None, resume: bool = False,
-            synthesizer: str = "generator", synth: dict | None = None, progress: bool = True,
-            **options) -> DistillResult:
+            synthesizer: str = "generator", synth: dict | None = None, replay: str = "memory-bank",
+            replay_opts: dict | None = None, progress: bool = True, **options) -> DistillResult:
     """Data-free KD: invert ``teacher`` into synthetic images and train ``student`` on them.
 
+    ``synth`` holds options of the synthesizer's config (``GeneratorConfig``, ``PixelConfig``), ``replay``
+    picks the replay strategy (none | memory-bank | vae) and ``replay_opts`` its config's options
+    (``MemoryBankConfig``, ``VAEReplayConfig``).
     ``options`` are fields of ``DistillConfig`` (batch_size, kd_steps, lr, temperature, ...).
     ``eval_data`` (npz path, ImageSet or (x, y) in the input space) is for reporting only.
     """
@@ -106,8 +109,8 @@ def distill(teacher: nn.Module | str, student: nn.Module | str, input_shape=None
     bad = [k for k in options if k not in fields]
     if bad:
         raise DatafreeError(f"unknown distill option '{bad[0]}'; options: {', '.join(sorted(fields))}")
-    cfg = DistillConfig(synthesizer=synthesizer, synth=dict(synth or {}), budget=budget, rounds=rounds,
-                        seed=seed, **options)
+    cfg = DistillConfig(synthesizer=synthesizer, synth=dict(synth or {}), replay=replay,
+                        replay_opts=dict(replay_opts or {}), budget=budget, rounds=rounds, seed=seed, **options)
     run = RunDir(out) if out else None
     ex, ey = _eval_tensors(eval_data, meta)
     engine = Distiller(teacher, student, meta, cfg, run, ex, ey, progress)

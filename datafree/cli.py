@@ -66,6 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generator: Fast-DFKD generator inversion (default); pixel: DeepInversion")
     d.add_argument("--synth-opt", type=_kv, action="append", default=[], metavar="KEY=VALUE",
                    help="synthesizer option, repeatable (e.g. g_steps=5, bn=10, adv=1.1, batch_size=256)")
+    d.add_argument("--replay", default="memory-bank", choices=["none", "memory-bank", "vae"],
+                   help="what the student rehearses besides the newest samples: memory-bank (MB-DFKD, default), "
+                   "vae (PRE-DFKD generative pseudo replay, stores no sample) or none")
+    d.add_argument("--replay-opt", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+                   help="replay option, repeatable. memory-bank: capacity=N (samples), capacity_bytes=40MB, "
+                   "policy=reservoir|fifo, ratio=0.5, add_every=1, add_fraction=1.0; vae: ratio=0.5, lr=5e-4, "
+                   "schedule=constant|cosine, steps=1, latent=64, width=16, logit=1.0, kl=1e-4, "
+                   "self_replay=0.25, block=128, nudge_steps=1")
+    d.add_argument("--novel-window", type=int, help="the newest synthetic samples the student draws its "
+                   "non-replay share from (default: as many as one round synthesizes)")
     d.add_argument("--batch-size", type=int, help="student batch size (default 256)")
     d.add_argument("--kd-steps", type=int, help="student steps per round (default 100)")
     d.add_argument("--synth-every", type=int, help="student steps per synthesis call (default 10)")
@@ -75,8 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-flip", action="store_true", help="no mirror augmentation (digits, text)")
     d.add_argument("--no-teacher-cache", action="store_true",
                    help="run the teacher on every augmented batch (random crop + flip) instead of caching its "
-                   "logits per pool sample and its mirror")
-    d.add_argument("--pool-size", type=int, help="synthetic pool capacity in samples (default 200000, FIFO)")
+                   "logits per sample and its mirror")
     d.add_argument("--no-bf16", action="store_true", help="run everything in float32")
     d.add_argument("--no-channels-last", action="store_true", help="keep the default NCHW memory format")
     d.add_argument("--deterministic", action="store_true", help="deterministic algorithms (for exact resume)")
@@ -118,14 +127,15 @@ def _distill(a: argparse.Namespace) -> None:
 
     opts = {k: v for k, v in {"batch_size": a.batch_size, "kd_steps": a.kd_steps, "synth_every": a.synth_every,
                               "lr": a.lr, "temperature": a.temperature, "loss": a.loss}.items() if v is not None}
-    if a.pool_size:
-        opts["pool_size"] = a.pool_size
+    if a.novel_window:
+        opts["novel_window"] = a.novel_window
     for flag, key in ((a.no_bf16, "bf16"), (a.no_flip, "flip"), (a.no_teacher_cache, "cache_teacher")):
         if flag:
             opts[key] = False
     res = distill(a.teacher, a.student, a.input_shape, a.num_classes, None if a.rounds else a.budget, a.rounds,
                   a.seed, teacher_weights=a.teacher_weights, mean=a.mean, std=a.std, eval_data=a.eval_data,
                   out=a.out, resume=a.resume, synthesizer=a.synthesizer, synth=dict(a.synth_opt),
+                  replay=a.replay, replay_opts=dict(a.replay_opt),
                   progress=not a.quiet, channels_last=not a.no_channels_last, deterministic=a.deterministic, **opts)
     s = res.summary
     acc = ""

@@ -7,8 +7,15 @@ from datafree.run import RunDir
 
 
 def plot_accuracy(history: list[dict], path, title: str = "held-out accuracy over the run") -> bool:
-    pts = [(h["elapsed_s"] / 60, h["accuracy"]) for h in history if h.get("accuracy") is not None]
-    if not pts:
+    return plot_runs({"": history}, path, title)
+
+
+def plot_runs(histories: dict[str, list[dict]], path, title: str = "held-out accuracy over the run") -> bool:
+    """Accuracy over method time, one line per named run (a legend when there are several)."""
+    curves = {name: [(h["elapsed_s"] / 60, h["accuracy"]) for h in hist if h.get("accuracy") is not None]
+              for name, hist in histories.items()}
+    curves = {k: v for k, v in curves.items() if v}
+    if not curves:
         return False
     try:
         import matplotlib
@@ -17,12 +24,15 @@ def plot_accuracy(history: list[dict], path, title: str = "held-out accuracy ove
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
-    ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", ms=3)
+    fig, ax = plt.subplots(figsize=(6.5, 3.8), dpi=110)
+    for name, pts in curves.items():
+        ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", ms=2.5, lw=1.2, label=name or None)
     ax.set_xlabel("method time (min)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
+    if len(curves) > 1:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     tmp = str(path) + ".tmp.png"
     fig.savefig(tmp)
@@ -41,7 +51,15 @@ def write_report(run: RunDir, report: dict, history: list[dict], title: str) -> 
     lines += [f"- data used by the method: **{report.get('data_used', 'none (data-free)')}**",
               f"- held-out data (reporting only): {report.get('eval_data') or 'none'}",
               f"- budget: {report.get('budget')}, method time {report.get('elapsed_s', 0):.0f} s, "
-              f"rounds {s.get('rounds', '-')}", ""]
+              f"rounds {s.get('rounds', '-')}"]
+    if s.get("replay"):
+        fp = s.get("replay_footprint", {})
+        lines.append(f"- replay: **{s['replay']}**, holding {fp.get('bytes', 0) / 1e6:.2f} MB "
+                     f"({', '.join(f'{k} {v:,}' for k, v in fp.items() if k != 'bytes')}); "
+                     f"{s.get('replayed_images', 0):,} replayed images; novel window {s.get('novel_window', '-')}")
+    if s.get("time_split_s"):
+        lines.append("- method time: " + ", ".join(f"{k} {v:.0f} s" for k, v in s["time_split_s"].items()))
+    lines.append("")
     rows = [("teacher", report.get("teacher", {})), ("student", s)]
     lines += ["| model | params | last acc. | mean acc. over run | variance | max drawdown |",
               "|---|---:|---:|---:|---:|---:|"]

@@ -112,7 +112,7 @@ def _engine(**over):
 def test_cached_teacher_logits_are_exact_for_both_views():
     eng = _engine(rounds=1, bf16=False)
     eng._synthesize({})
-    x, logits = eng.pool.data.float() / 255, eng.pool.logits
+    x, logits = eng.pool.get(torch.arange(len(eng.pool)))
     with torch.no_grad():
         assert torch.allclose(logits[:, 0], eng.teacher(x), atol=1e-5)
         assert torch.allclose(logits[:, 1], eng.teacher(x.flip(3)), atol=1e-5)

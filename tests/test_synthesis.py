@@ -11,7 +11,6 @@ from datafree.synthesis import (
     GeneratorSynthesizer,
     PixelConfig,
     PixelSynthesizer,
-    SamplePool,
     TeacherInverter,
 )
 from datafree.synthesis.base import BNStatsHook, adversarial_loss, class_stats, entropy_balance_loss, is_collapsed
@@ -114,25 +113,3 @@ def test_pixel_inversion_makes_the_teacher_predict_the_targets():
         ce = F.cross_entropy(teacher(batch.images), batch.targets).item()
         ce_noise = F.cross_entropy(teacher(torch.rand(32, *SHAPE)), batch.targets).item()
     assert acc >= 0.7 and ce < 0.5 * ce_noise
-
-
-def test_pool_never_exceeds_capacity_and_is_fifo():
-    pool = SamplePool(capacity=10, shape=(1, 2, 2))
-    for i in range(7):
-        pool.add(torch.full((3, 1, 2, 2), i / 10))
-        assert len(pool) <= 10
-    assert len(pool) == 10 and pool.count == 21
-    kept = sorted({round(v, 1) for v in (pool.data.float() / 255).flatten().tolist()})
-    assert kept == [0.3, 0.4, 0.5, 0.6]  # the oldest batches were evicted first
-    x, logits = pool.sample(4)
-    assert x.shape == (4, 1, 2, 2) and logits is None
-
-
-def test_pool_flush_restore_is_exact(tmp_path):
-    torch.manual_seed(0)
-    pool = SamplePool(capacity=20, shape=(3, 4, 4))
-    for _ in range(3):
-        pool.add(torch.rand(8, 3, 4, 4))
-        n = pool.flush(tmp_path)
-    back = SamplePool.restore(tmp_path, n, 20, (3, 4, 4))
-    assert torch.equal(back.data, pool.data) and back.count == pool.count

@@ -1,14 +1,17 @@
-"""The data-free distillation loop shared by every synthesizer (and, later, replay strategy).
+"""The data-free distillation loop shared by every synthesizer and every replay strategy.
 
 1. warm-up (``warmup`` share of the budget): synthesis only, as Fast-DFKD's warm-up epochs;
-2. rounds: ``kd_steps`` student updates on batches from the synthetic pool, with one synthesis call
-   every ``synth_every`` updates; then, outside the budget clock, an evaluation if held-out data was
-   given, one metrics row and a checkpoint.
+2. rounds: ``kd_steps`` student updates, with one synthesis call every ``synth_every`` updates; each
+   student batch takes a share ``replay.ratio`` of replay samples (``datafree.replay``: none, a memory
+   bank, a VAE) and the rest from the *novel window*, the newest ``novel_window`` synthetic samples
+   (by default as many as one round synthesizes); then, outside the budget clock, an evaluation if
+   held-out data was given, one metrics row and a checkpoint (student, optimiser, synthesizer, novel
+   window, replay state, RNG).
 The learning rate follows a cosine over budget progress (wall-clock or rounds).  With
-``cache_teacher`` the teacher's logits are computed once per pool sample, for the image and its mirror,
-when the sample enters the pool - exact for the mirror augmentation used then, and it removes the
-teacher forward pass from every student step (0.53 -> 0.35 s per 256-batch for resnet56 -> resnet20
-on 2 cores).  Without it, every batch gets random crop + flip and a live teacher pass.
+``cache_teacher`` the teacher's logits are computed once per sample, for the image and its mirror,
+when the sample enters the window (or the replay block) - exact for the mirror augmentation used then,
+and it removes the teacher forward pass from every student step (0.53 -> 0.35 s per 256-batch for
+resnet56 -> resnet20 on 2 cores).  Without it, every batch gets random crop + flip and a live teacher pass.
 Held-out data is only ever reported, never used to select anything.
 """
 
@@ -32,6 +35,7 @@ from datafree.evaluate import evaluate
 from datafree.io.budget import Budget, Stopwatch
 from datafree.models import ModelMeta
 from datafree.progress import Progress
+from datafree.replay import ReplayContext, build_replay, make_replay_config
 from datafree.run import RunDir
 from datafree.synthesis import SamplePool, TeacherInverter, build_synthesizer, make_config
 from datafree.synthesis.base import is_collapsed
@@ -41,6 +45,8 @@ from datafree.synthesis.base import is_collapsed
 class DistillConfig:
     synthesizer: str = "generator"
     synth: dict = field(default_factory=dict)  # options of the synthesizer's own config
+    replay: str = "memory-bank"  # none | memory-bank | vae
+    replay_opts: dict = field(default_factory=dict)  # options of the replay strategy's own config
     budget: str | None = "10m"
     rounds: int | None = None
     batch_size: int = 256
@@ -54,10 +60,10 @@ class DistillConfig:
     loss: str = "kl"
     augment: bool = True
     flip: bool = True  # mirror augmentation (off for digits and text)
-    cache_teacher: bool = True  # teacher logits cached per pool sample (+ mirror): no teacher pass per step
+    cache_teacher: bool = True  # teacher logits cached per sample (+ mirror): no teacher pass per step
     bf16: bool = True
     channels_last: bool = True
-    pool_size: int = 200_000
+    novel_window: int | None = None  # newest synthetic samples the student draws from; None: one round's worth
     eval_every: int = 1
     seed: int = 0
     deterministic: bool = False
@@ -103,7 +109,12 @@ class Distiller:
                                         getattr(self.synth_cfg, "bn_momentum", 0.0), cfg.bf16,
                                         cfg.channels_last)
         self.synthesizer = build_synthesizer(cfg.synthesizer, self.synth_cfg, self.inverter, meta.input_shape)
-        self.pool = SamplePool(cfg.pool_size, meta.input_shape)
+        per_round = math.ceil(cfg.kd_steps / cfg.synth_every) * getattr(self.synth_cfg, "batch_size", 64)
+        self.window = cfg.novel_window or per_round
+        self.pool = SamplePool(self.window, meta.input_shape)  # the novel window
+        self.replay_cfg = make_replay_config(cfg.replay, **cfg.replay_opts)
+        self.replay = build_replay(cfg.replay, self.replay_cfg, ReplayContext(
+            self.inverter, tuple(meta.input_shape), meta.num_classes, cfg.cache_teacher))
         self.opt = torch.optim.SGD(student.parameters(), cfg.lr, momentum=cfg.momentum,
                                    weight_decay=cfg.weight_decay, nesterov=True)
         self.eval_x = eval_x  # already in the model input space
@@ -111,31 +122,41 @@ class Distiller:
         self.history: list[dict] = []
         self.round, self.clock = 0, Stopwatch()
         self.progress = Progress("distill", progress)
-        self.t_synth = self.t_kd = 0.0
-        self.n_synth = self.n_kd = 0
+        self.t_synth = self.t_kd = self.t_replay = 0.0
+        self.n_synth = self.n_kd = self.n_replayed = 0
+        self.budget_progress = 0.0
 
     def resolved_config(self) -> dict:
-        return {"distill": to_dict(self.cfg), "synthesizer": to_dict(self.synth_cfg)}
+        return {"distill": {**to_dict(self.cfg), "novel_window": self.window},
+                "synthesizer": to_dict(self.synth_cfg), "replay": to_dict(self.replay_cfg)}
 
     # -- one round ------------------------------------------------------------------------------
     def _synthesize(self, acc: dict) -> None:
         t0 = time.perf_counter()
         batch = self.synthesizer.synthesize(self.student, adversarial=self.round > 0)
-        if self.cfg.cache_teacher:  # logits of exactly what the pool stores, and of its mirror image
-            x = SamplePool.quantize(batch.images)
+        x, logits = SamplePool.quantize(batch.images), None  # exactly what the pool stores
+        if self.cfg.cache_teacher:  # logits of the image and of its mirror image
             with torch.no_grad():
                 both = self.inverter.logits(torch.cat([x, x.flip(3)]))
-            self.pool.add(x, torch.stack(both.chunk(2), 1))
-        else:
-            self.pool.add(batch.images)
-        self.t_synth += time.perf_counter() - t0
+            logits = torch.stack(both.chunk(2), 1)
+        self.pool.add(x, logits)
+        t1 = time.perf_counter()
+        self.t_synth += t1 - t0
         self.n_synth += len(batch.images)
-        for k, v in batch.metrics.items():
+        metrics = {**batch.metrics, **self.replay.observe(x, logits, self.budget_progress)}
+        self.t_replay += time.perf_counter() - t1
+        for k, v in metrics.items():
             acc.setdefault(k, []).append(v)
 
     def _kd_step(self) -> float:
         cfg = self.cfg
-        x, cached = self.pool.sample(cfg.batch_size)
+        n_rep = round(self.replay.ratio * cfg.batch_size) if self.replay.ready else 0
+        x, cached = self.pool.sample(cfg.batch_size - n_rep)
+        if n_rep:
+            xr, cr = self.replay.sample(n_rep)
+            x = torch.cat([x, xr])
+            cached = torch.cat([cached, cr]) if cached is not None and cr is not None else None
+            self.n_replayed += n_rep
         if cached is not None:  # mirror augmentation, exact cached teacher logits for either view
             flip = torch.rand(len(x)) < 0.5 if cfg.augment and cfg.flip else torch.zeros(len(x), dtype=torch.bool)
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
@@ -172,7 +193,8 @@ class Distiller:
         for step in range(cfg.kd_steps):
             if step % cfg.synth_every == 0:
                 self._synthesize(acc)
-            lr = 0.5 * cfg.lr * (1 + math.cos(math.pi * self._progress(step)))
+            self.budget_progress = self._progress(step)
+            lr = 0.5 * cfg.lr * (1 + math.cos(math.pi * self.budget_progress))
             for g in self.opt.param_groups:
                 g["lr"] = lr
             t0 = time.perf_counter()
@@ -184,7 +206,7 @@ class Distiller:
             if self.budget.rounds is None and p >= 1.0:  # wall-clock budget spent mid-round
                 break
         row = {"round": self.round, "elapsed_s": round(self.clock.elapsed, 2), "kd_loss": float(np.mean(losses)),
-               "lr": lr, "pool_size": len(self.pool)}
+               "lr": lr, "replay_bytes": self.replay.footprint()["bytes"]}
         row.update({k: float(np.mean(v)) for k, v in acc.items()})
         stats = {"max_class_frac": row.get("max_class_frac", 0.0),
                  "effective_classes": row.get("effective_classes", 1e9)}
@@ -195,13 +217,18 @@ class Distiller:
     def _checkpoint(self) -> None:
         if self.run is None:
             return
-        n_chunks = self.pool.flush(self.run.ckpt_dir / "pool")
+        ck = self.run.ckpt_dir
+        pool = self.pool.flush(ck / "pool")
+        replay = self.replay.save(ck / "replay")
         self.run.save_checkpoint({
             "round": self.round, "elapsed": self.clock.elapsed, "student": self.student.state_dict(),
-            "opt": self.opt.state_dict(), "synth": self.synthesizer.state_dict(), "pool_chunks": n_chunks,
-            "history": self.history, "rng": torch.get_rng_state(),
-            "counters": [self.t_synth, self.t_kd, self.n_synth, self.n_kd],
+            "opt": self.opt.state_dict(), "synth": self.synthesizer.state_dict(), "pool": pool,
+            "replay_name": self.cfg.replay, "replay": replay, "history": self.history, "rng": torch.get_rng_state(),
+            "counters": [self.t_synth, self.t_kd, self.t_replay, self.n_synth, self.n_kd, self.n_replayed],
         })
+        # only now that the checkpoint names them may the files it no longer needs go
+        SamplePool.prune(ck / "pool", pool)
+        self.replay.prune(ck / "replay", replay)
 
     def _restore(self) -> bool:
         state = self.run.load_checkpoint() if self.run else None
@@ -212,13 +239,17 @@ class Distiller:
         except RuntimeError:
             raise DatafreeError(f"the checkpoint in '{self.run.path}' belongs to a different student; "
                                 "use another --out or drop --resume") from None
+        if "pool" not in state or state.get("replay_name") != self.cfg.replay:
+            raise DatafreeError(f"the checkpoint in '{self.run.path}' was made with other settings (replay "
+                                f"'{state.get('replay_name', '?')}'); resume with the same options or use another "
+                                "--out")
         self.opt.load_state_dict(state["opt"])
         self.synthesizer.load_state_dict(state["synth"])
-        self.pool = SamplePool.restore(self.run.ckpt_dir / "pool", state["pool_chunks"], self.cfg.pool_size,
-                                       self.meta.input_shape)
+        self.pool = SamplePool.restore(self.run.ckpt_dir / "pool", state["pool"], self.window, self.meta.input_shape)
+        self.replay.load(self.run.ckpt_dir / "replay", state["replay"])
         self.round, self.history = state["round"], list(state["history"])
         self.clock = Stopwatch(state["elapsed"])
-        self.t_synth, self.t_kd, self.n_synth, self.n_kd = state["counters"]
+        self.t_synth, self.t_kd, self.t_replay, self.n_synth, self.n_kd, self.n_replayed = state["counters"]
         torch.set_rng_state(state["rng"])
         self.run.truncate_metrics(self.round)
         return True
@@ -233,6 +264,7 @@ class Distiller:
             return
         self._synthesize({})  # at least one batch, so the pool is never empty
         while self.clock.elapsed < self.cfg.warmup * self.budget.seconds:
+            self.budget_progress = self.clock.elapsed / self.budget.seconds
             self._synthesize({})
             self.progress.update(self.clock.elapsed / self.budget.seconds, self.clock.elapsed,
                                  "warm-up: synthesis only")
@@ -283,6 +315,9 @@ class Distiller:
                    "synthetic_images_per_s": self.n_synth / max(1e-9, self.t_synth),
                    "student_images_per_s": self.n_kd / max(1e-9, self.t_kd),
                    "synthetic_images": self.n_synth, "student_images": self.n_kd,
+                   "replayed_images": self.n_replayed, "replay": self.cfg.replay,
+                   "replay_footprint": self.replay.footprint(), "novel_window": self.window,
+                   "time_split_s": {"synthesis": self.t_synth, "student": self.t_kd, "replay": self.t_replay},
                    "collapse_rounds": sum(bool(h["collapse"]) for h in self.history)}
         if cfg.channels_last:
             self.student.to(memory_format=torch.contiguous_format)

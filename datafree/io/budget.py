@@ -80,3 +80,17 @@ class Stopwatch:
     def elapsed(self) -> float:
         live = time.perf_counter() - self._start if self._start is not None else 0.0
         return self.offset + live
+
+
+_BYTE_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9,
+               "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+
+
+def parse_bytes(text: str | int | float) -> int:
+    """'40MB' -> 40_000_000, '1.5GiB' -> 1610612736; a bare number means bytes."""
+    if isinstance(text, (int, float)):
+        return int(text)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*", str(text).lower())
+    if not m or (m.group(2) or "") not in _BYTE_UNITS:
+        raise DatafreeError(f"cannot parse a size from '{text}': use e.g. 40MB, 512KiB or 1.5GB")
+    return int(float(m.group(1)) * _BYTE_UNITS[m.group(2) or ""])

@@ -1,0 +1,86 @@
+"""Side-by-side runs of ``distill`` variants under one protocol (the benchmarks' engine).
+
+``run_variants`` runs each named variant into ``out_root/<name>`` (continuing an interrupted one from
+its checkpoint with ``resume=True``, reusing a finished one), then collects per variant the summary
+over the run (last / mean / variance / max drawdown of held-out accuracy), the replay footprint, the
+time split and the accuracy history, and draws all accuracy curves in one PNG.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from datafree.report import plot_runs
+
+SUMMARY_KEYS = ("mean_accuracy", "var_accuracy", "max_drawdown", "evaluations", "rounds", "elapsed_s",
+                "synthetic_images", "student_images", "replayed_images", "synthetic_images_per_s",
+                "student_images_per_s", "replay", "replay_footprint", "novel_window", "time_split_s",
+                "collapse_rounds")
+
+
+def read_run(out: str | Path) -> dict:
+    """The finished run in ``out`` as a result row: report summary plus the per-round history."""
+    out = Path(out)
+    rep = json.loads((out / "report.json").read_text())
+    rows = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines() if s.strip()]
+    s = rep["student"]
+    return {"last_accuracy": s.get("accuracy"), **{k: s.get(k) for k in SUMMARY_KEYS if k in s},
+            "teacher_accuracy": rep["teacher"].get("accuracy"), "data_used": rep.get("data_used"),
+            "run_dir": str(out), "config": rep.get("config"), "wall_s": rep.get("wall_s"),
+            "history": [{"round": r["round"], "elapsed_s": r["elapsed_s"], "accuracy": r.get("accuracy"),
+                         "kd_loss": r["kd_loss"]} for r in rows]}
+
+
+def run_variants(variants: dict[str, dict], run: Callable[..., object], out_root: str | Path,
+                 resume: bool = False, plot: str | Path | None = None, title: str = "") -> dict[str, dict]:
+    """Run ``run(out=..., resume=..., **kwargs)`` for each ``name -> kwargs`` and collect the results."""
+    out_root = Path(out_root)
+    results = {}
+    for name, kwargs in variants.items():
+        out = out_root / name
+        done = (out / "report.json").is_file() and (out / "student.safetensors").is_file()
+        if not (resume and done):
+            print(f"== {name}", flush=True)
+            run(out=str(out), resume=resume and (out / "checkpoint" / "state.pt").is_file(), **kwargs)
+        else:
+            print(f"== {name}: finished run found in {out}, reused", flush=True)
+        results[name] = read_run(out)
+    if plot:
+        plot_runs({k: v["history"] for k, v in results.items()}, plot, title or "held-out accuracy over the run")
+    return results
+
+
+def markdown_table(results: dict[str, dict]) -> str:
+    lines = ["| variant | last | mean over run | variance (pt²) | max drawdown | replay bytes |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, r in results.items():
+        fp = (r.get("replay_footprint") or {}).get("bytes", 0)
+        lines.append(f"| {name} | {100 * r['last_accuracy']:.2f} % | {100 * r['mean_accuracy']:.2f} % | "
+                     f"{1e4 * r['var_accuracy']:.1f} | {100 * r['max_drawdown']:.2f} pt | {fp:,} |")
+    return "\n".join(lines)
+
+
+def replay_bars(res: dict[str, dict]) -> dict:
+    """The replay bars on measured results: each replay kind against ``none`` (mean-over-run gain >= 2
+    points, max drawdown at most half, last not below), and the VAE's bytes against the bank's."""
+    if "none" not in res:
+        return {}
+    none = res["none"]
+    kinds = [k for k in ("memory-bank", "vae") if k in res]
+    bars = {}
+    for k in kinds:
+        r = res[k]
+        bars[k] = {"mean_gain_pt": 100 * (r["mean_accuracy"] - none["mean_accuracy"]),
+                   "mean_gain_ge_2pt": r["mean_accuracy"] - none["mean_accuracy"] >= 0.02,
+                   "drawdown_at_most_half": r["max_drawdown"] <= 0.5 * none["max_drawdown"],
+                   "last_not_below_none": r["last_accuracy"] >= none["last_accuracy"]}
+    if "vae" in res and "memory-bank" in res:
+        vae, bank = res["vae"], res["memory-bank"]
+        vb, bb = vae["replay_footprint"]["bytes"], bank["replay_footprint"]["capacity_bytes"]
+        bars["vae_vs_bank"] = {"vae_bytes": vb, "vae_weights_bytes": vae["replay_footprint"]["weights_bytes"],
+                               "bank_capacity_bytes": bb, "bank_bytes_used": bank["replay_footprint"]["bytes"],
+                               "bank_over_vae_bytes": bb / vb,
+                               "vae_mean_ge_bank_mean": vae["mean_accuracy"] >= bank["mean_accuracy"]}
+    return bars

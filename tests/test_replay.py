@@ -1,0 +1,299 @@
+"""Replay: the sample store, the MB-DFKD memory bank, the PRE-DFKD VAE, and their checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import datafree
+from datafree.errors import DatafreeError
+from datafree.io.budget import parse_bytes
+from datafree.io.safetensors import load_safetensors
+from datafree.models.vae import ConvVAE
+from datafree.replay import MemoryBankConfig, ReplayContext, VAEReplayConfig, build_replay, make_replay_config
+from datafree.synthesis import SamplePool, TeacherInverter
+from tests.tiny import tiny_cnn, trained_tiny_teacher
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPE = (3, 8, 8)
+
+
+def _ctx(cache: bool = True) -> ReplayContext:
+    inv = TeacherInverter(trained_tiny_teacher(), 4, bf16=False)
+    return ReplayContext(inv, SHAPE, 4, cache)
+
+
+def _batch(n: int, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """n images whose first pixel encodes their stream index (mod 256), with matching fake logits."""
+    x = torch.rand(n, *SHAPE)
+    idx = torch.arange(start, start + n)
+    x[:, 0, 0, 0] = (idx % 256).float() / 255
+    return SamplePool.quantize(x), idx.float()[:, None, None].expand(n, 2, 4).clone()
+
+
+# -- the store ----------------------------------------------------------------------------------
+def test_pool_never_exceeds_capacity_and_is_fifo():
+    pool = SamplePool(capacity=10, shape=(1, 2, 2))
+    for i in range(7):
+        pool.add(torch.full((3, 1, 2, 2), i / 10))
+        assert len(pool) <= 10
+    assert len(pool) == 10 and pool.count == 21
+    x, _ = pool.get(torch.arange(len(pool)))
+    assert sorted({round(v, 1) for v in x.flatten().tolist()}) == [0.3, 0.4, 0.5, 0.6]  # oldest evicted first
+    x, logits = pool.sample(4)
+    assert x.shape == (4, 1, 2, 2) and logits is None
+
+
+@pytest.mark.parametrize("capacity", [20, 500])  # 20: snapshots replace the chunk log; 500: chunks only
+def test_pool_flush_restore_prune_is_exact(tmp_path, capacity):
+    torch.manual_seed(0)
+    pool = SamplePool(capacity=capacity, shape=SHAPE)
+    for step in range(6):
+        x, lg = _batch(8, 8 * step)
+        if step % 2:  # append (wrapping around when full)
+            pool.write(torch.arange(len(pool), len(pool) + 8) % capacity, x, lg)
+        else:  # arbitrary slots, one of them written twice: the later sample must win
+            pool.write(torch.tensor([0, 1, 0, 2, 3, 4, 5, 6]) % min(capacity, len(pool) + 1), x, lg)
+        manifest = pool.flush(tmp_path)
+        SamplePool.prune(tmp_path, manifest)
+        assert {f.name for f in tmp_path.glob("pool_*.pt")} == set(manifest["files"])
+        back = SamplePool.restore(tmp_path, manifest, capacity, SHAPE)
+        n = len(pool)
+        assert len(back) == n and back.count == pool.count
+        assert torch.equal(back.data[:n], pool.data[:n]) and torch.equal(back.logits[:n], pool.logits[:n])
+    if capacity == 20:
+        assert any("snapshot" in f for f in manifest["files"])
+
+
+def test_later_write_to_the_same_slot_wins_and_slots_stay_dense():
+    pool = SamplePool(capacity=4, shape=(1, 1, 1))
+    pool.write(torch.tensor([0, 1, 0]), torch.tensor([[[[0.1]]], [[[0.2]]], [[[0.3]]]]))
+    x, _ = pool.get(torch.arange(len(pool)))
+    assert len(pool) == 2 and x.flatten().tolist() == pytest.approx([0.3, 0.2], abs=1 / 255)
+    with pytest.raises(IndexError):
+        pool.write(torch.tensor([3]), torch.zeros(1, 1, 1, 1))  # would leave slot 2 undefined
+
+
+def test_parse_bytes():
+    assert parse_bytes("40MB") == 40_000_000 and parse_bytes("1KiB") == 1024 and parse_bytes(77) == 77
+    with pytest.raises(DatafreeError):
+        parse_bytes("lots")
+
+
+# -- memory bank ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("policy", ["reservoir", "fifo"])
+def test_bank_never_exceeds_its_capacity(policy):
+    torch.manual_seed(0)
+    bank = build_replay("memory-bank", MemoryBankConfig(capacity=50, policy=policy), _ctx())
+    for step in range(40):
+        x, lg = _batch(16, 16 * step)
+        bank.observe(x, lg, 0.0)
+        fp = bank.footprint()
+        assert len(bank.bank) <= 50 and fp["bytes"] <= fp["capacity_bytes"]
+    assert len(bank.bank) == 50 and bank.ready
+    kept = bank.bank.logits[:50, 0, 0]  # stream indices of the kept samples
+    if policy == "fifo":
+        assert sorted(kept.tolist()) == list(range(640 - 50, 640))
+    else:  # a uniform sample of the whole stream of 640: spread over it, not just the newest
+        assert kept.min() < 160 and kept.max() > 480 and 200 < kept.mean() < 440
+
+
+def test_bank_capacity_in_bytes_counts_pixels_and_cached_logits():
+    bank = build_replay("memory-bank", MemoryBankConfig(capacity_bytes=10 * (3 * 64 + 4 * 2 * 4)), _ctx())
+    assert bank.capacity == 10 and bank.sample_bytes == 3 * 64 + 32
+    for step in range(5):
+        bank.observe(*_batch(8, 8 * step), 0.0)
+    assert bank.footprint()["bytes"] == 10 * bank.sample_bytes
+
+
+def test_reservoir_is_uniform_over_the_stream():
+    torch.manual_seed(1)
+    bank = build_replay("memory-bank", MemoryBankConfig(capacity=1000), _ctx())
+    for step in range(100):
+        bank.observe(*_batch(100, 100 * step), 0.0)
+    kept = bank.bank.logits[:, 0, 0]
+    first_half = float((kept < 5000).float().mean())
+    assert 0.45 < first_half < 0.55 and abs(float(kept.mean()) - 5000) < 300
+
+
+def test_bank_refresh_policy():
+    bank = build_replay("memory-bank", MemoryBankConfig(capacity=1000, add_every=2, add_fraction=0.25), _ctx())
+    for step in range(8):
+        bank.observe(*_batch(16, 16 * step), 0.0)
+    assert len(bank.bank) == 4 * 4  # 4 of the 8 batches, 4 of 16 samples each
+
+
+def test_bad_replay_options_are_one_clear_error():
+    with pytest.raises(DatafreeError, match="unknown replay"):
+        make_replay_config("tape")
+    with pytest.raises(DatafreeError, match="no option 'size'"):
+        make_replay_config("memory-bank", size=3)
+    with pytest.raises(DatafreeError, match="policy"):
+        build_replay("memory-bank", MemoryBankConfig(policy="lifo"), _ctx())
+
+
+# -- VAE ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape,side", [((3, 32, 32), 16), ((1, 28, 28), 14), ((3, 8, 8), 8), ((3, 32, 32), 4)])
+def test_vae_is_sized_for_the_input(shape, side):
+    vae = ConvVAE(shape, latent_channels=2, latent_side=side)
+    rec, mu, logvar = vae(torch.rand(2, *shape))
+    assert vae.latent_shape == (2, side, side) and mu.shape == (2, 2 * side * side) == logvar.shape
+    assert rec.shape == (2, *shape) and 0 <= float(rec.min()) and float(rec.max()) <= 1
+
+
+def test_vae_reconstructs_a_fixed_batch_better_after_training():
+    torch.manual_seed(0)
+    replay = build_replay("vae", VAEReplayConfig(lr=3e-3, min_updates=1, block=16), _ctx())
+    teacher = replay.ctx.inverter.teacher
+    smooth = torch.nn.functional.interpolate(torch.rand(32, 3, 2, 2), size=SHAPE[1:], mode="bilinear")
+    x = SamplePool.quantize(smooth)  # structured images a small VAE can learn
+    with torch.no_grad():
+        t = teacher(x)
+
+    def errors() -> tuple[float, float]:
+        replay.vae.eval()
+        with torch.no_grad():
+            rec, _, _ = replay.vae(x)
+            return float((rec - x).abs().mean()), float((teacher(rec) - t).abs().mean())
+
+    pix0, logit0 = errors()
+    for _ in range(150):
+        m = replay.observe(x, torch.stack([t, t], 1), 0.5)
+    pix1, logit1 = errors()
+    assert pix1 < 0.6 * pix0 and logit1 < logit0
+    assert replay.ready and {"vae_loss", "vae_logit_l1", "vae_kl"} <= m.keys()
+    xr, lr = replay.sample(24)  # served from the decoded block, with the teacher's logits for both views
+    assert xr.shape == (24, *SHAPE) and lr.shape == (24, 2, 4)
+    with torch.no_grad():
+        assert torch.allclose(lr[:, 0], teacher(xr), atol=1e-4)
+        assert torch.allclose(lr[:, 1], teacher(xr.flip(3)), atol=1e-4)
+
+
+def test_nudged_latents_give_a_more_balanced_teacher_response():
+    torch.manual_seed(0)
+    replay = build_replay("vae", VAEReplayConfig(nudge_steps=0), _ctx())
+
+    def spread(steps: int) -> float:
+        replay.cfg.nudge_steps, replay.cfg.nudge_lr = steps, 0.2
+        torch.manual_seed(3)
+        x, _ = replay.generate(256)
+        with torch.no_grad():
+            p = torch.softmax(replay.ctx.inverter.teacher(x), 1).mean(0)
+        return float(-(p * p.log()).sum())  # entropy of the batch-mean prediction
+
+    assert spread(30) > spread(0) + 0.05
+
+
+def test_vae_footprint_is_reported_in_bytes():
+    replay = build_replay("vae", VAEReplayConfig(block=8), _ctx())
+    replay.observe(*_batch(8), 0.0)
+    fp = replay.footprint()
+    assert fp["weights_bytes"] >= 4 * fp["params"] and 8 * fp["params"] <= fp["optimizer_bytes"] < 9 * fp["params"]
+    assert fp["block_bytes"] == 8 * (3 * 64 + 4 * 2 * 4)
+    assert fp["bytes"] == fp["weights_bytes"] + fp["optimizer_bytes"] + fp["block_bytes"]
+
+
+# -- through the engine: the student batch, resume ------------------------------------------------
+TINY = dict(batch_size=16, kd_steps=4, synth_every=2, channels_last=False, bf16=False)
+TINY_SYNTH = dict(batch_size=16, nz=8, ngf=8, g_steps=1)
+
+
+def _distill(out, replay, rounds, resume=False, **opts):
+    torch.manual_seed(0)
+    return datafree.distill(trained_tiny_teacher(), tiny_cnn(), input_shape=SHAPE, num_classes=4, rounds=rounds,
+                            seed=0, out=str(out), resume=resume, synth=TINY_SYNTH, replay=replay, progress=False,
+                            replay_opts=opts, deterministic=True, **TINY)
+
+
+def _replay_snapshot(replay) -> dict:
+    if hasattr(replay, "bank"):
+        n = len(replay.bank)
+        return {"x": replay.bank.data[:n].clone(), "logits": replay.bank.logits[:n].clone(),
+                "count": replay.bank.count, "calls": replay.calls}
+    return {**{k: v.clone() for k, v in replay.vae.state_dict().items()}, "block": replay.block.clone(),
+            "updates": replay.updates, "exp_avg": [s["exp_avg"].clone() for s in replay.opt.state.values()]}
+
+
+@pytest.mark.parametrize("replay,opts", [("memory-bank", {"capacity": 40}), ("vae", {"min_updates": 1, "block": 16})])
+def test_resume_restores_the_replay_state_exactly(tmp_path, monkeypatch, replay, opts):
+    from datafree.distill.engine import DistillConfig, Distiller
+    from datafree.models import ModelMeta
+    from datafree.run import RunDir
+
+    full = _distill(tmp_path / "full", replay, 4, **opts)
+    held = {}
+    checkpoint = Distiller._checkpoint
+
+    def interrupt_after_round_2(self):
+        checkpoint(self)
+        if self.round == 2:
+            held.update(_replay_snapshot(self.replay))
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Distiller, "_checkpoint", interrupt_after_round_2)
+    with pytest.raises(KeyboardInterrupt):
+        _distill(tmp_path / "part", replay, 4, **opts)
+    monkeypatch.undo()
+    cfg = DistillConfig(synth=TINY_SYNTH, replay=replay, replay_opts=opts, rounds=4, deterministic=True, **TINY)
+    eng = Distiller(trained_tiny_teacher(), tiny_cnn(), ModelMeta(SHAPE, 4), cfg, RunDir(tmp_path / "part"),
+                    progress=False)
+    assert eng._restore() and eng.round == 2
+    back = _replay_snapshot(eng.replay)
+    assert back.keys() == held.keys()
+    for k, v in held.items():
+        if isinstance(v, list):
+            assert all(torch.equal(a, b) for a, b in zip(v, back[k])), k
+        else:
+            assert torch.equal(v, back[k]) if torch.is_tensor(v) else v == back[k], k
+    resumed = _distill(tmp_path / "part", replay, 4, resume=True, **opts)
+    for k, v in full.student.state_dict().items():
+        assert torch.equal(v, resumed.student.state_dict()[k]), k
+    rep = json.loads((tmp_path / "part" / "report.json").read_text())
+    assert rep["student"]["replay"] == replay and rep["student"]["replay_footprint"]["bytes"] > 0
+
+
+def test_no_replay_trains_on_the_novel_window_only(tmp_path):
+    res = _distill(tmp_path, "none", 2)
+    assert res.summary["replayed_images"] == 0 and res.summary["replay_footprint"]["bytes"] == 0
+
+
+def test_resume_with_another_replay_is_refused(tmp_path):
+    _distill(tmp_path, "none", 1)
+    with pytest.raises(DatafreeError, match="other settings"):
+        _distill(tmp_path, "vae", 2, resume=True)
+
+
+def _cli(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "datafree", "distill", "--teacher", "tests/tiny.py:tiny_cnn", "--student",
+            "tests/tiny.py:tiny_cnn", "--input-shape", "3,8,8", "--num-classes", "4", "--rounds", "6",
+            "--deterministic", "--quiet", "--no-channels-last", "--kd-steps", "30", "--synth-every", "3",
+            "--batch-size", "32", "--synth-opt", "batch_size=32", "--synth-opt", "nz=8", "--synth-opt", "ngf=8",
+            "--replay", "vae", "--replay-opt", "min_updates=2", "--replay-opt", "block=32", "--out", str(out), *extra]
+
+
+def test_vae_run_killed_with_sigkill_resumes_to_the_same_weights(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    subprocess.run(_cli(full), cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
+    proc = subprocess.Popen(_cli(killed), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = killed / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "student.safetensors").exists(), "the run finished before it could be killed"
+    subprocess.run(_cli(killed, "--resume"), cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
+    a, b = load_safetensors(full / "student.safetensors"), load_safetensors(killed / "student.safetensors")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
