@@ -50,7 +50,7 @@ def main() -> None:
     for name in ("none", "vae", "memory-bank"):
         opts = {}
         if name == "memory-bank":
-            opts["capacity_bytes"] = 10 * res["vae"]["replay_footprint"]["bytes"]
+            opts["capacity_bytes"] = 10 * res["vae"]["replay_footprint"]["bytes"] + 4096  # >= 10x in samples too
         res.update(run_variants({name: dict(replay=name, replay_opts=opts, **common)}, datafree.distill, out,
                                 a.resume))
     results = Path(a.results)

@@ -86,12 +86,15 @@ def distill(teacher: nn.Module | str, student: nn.Module | str, input_shape=None
             budget: str | None = "10m", rounds: int | None = None, seed: int = 0, *, teacher_weights: str | None = None,
             mean=None, std=None, eval_data=None, out: str | None = None, resume: bool = False,
             synthesizer: str = "generator", synth: dict | None = None, replay: str = "memory-bank",
-            replay_opts: dict | None = None, progress: bool = True, **options) -> DistillResult:
+            replay_opts: dict | None = None, guide=None, guide_opts: dict | None = None, progress: bool = True,
+            **options) -> DistillResult:
     """Data-free KD: invert ``teacher`` into synthetic images and train ``student`` on them.
 
     ``synth`` holds options of the synthesizer's config (``GeneratorConfig``, ``PixelConfig``), ``replay``
     picks the replay strategy (none | memory-bank | vae) and ``replay_opts`` its config's options
-    (``MemoryBankConfig``, ``VAEReplayConfig``).
+    (``MemoryBankConfig``, ``VAEReplayConfig``).  ``guide`` (npz path or ImageSet: a condensed set or k real
+    images per class) steers the inversion (``guide_opts``: ``GuideConfig``, mode guided | mix); with
+    ``synthesizer="none"`` the student learns from the guide samples alone.
     ``options`` are fields of ``DistillConfig`` (batch_size, kd_steps, lr, temperature, ...).
     ``eval_data`` (npz path, ImageSet or (x, y) in the input space) is for reporting only.
     """
@@ -109,11 +112,14 @@ def distill(teacher: nn.Module | str, student: nn.Module | str, input_shape=None
     bad = [k for k in options if k not in fields]
     if bad:
         raise DatafreeError(f"unknown distill option '{bad[0]}'; options: {', '.join(sorted(fields))}")
+    guide_path = str(guide) if isinstance(guide, (str, os.PathLike)) else None
     cfg = DistillConfig(synthesizer=synthesizer, synth=dict(synth or {}), replay=replay,
-                        replay_opts=dict(replay_opts or {}), budget=budget, rounds=rounds, seed=seed, **options)
+                        replay_opts=dict(replay_opts or {}), guide=guide_path, guide_opts=dict(guide_opts or {}),
+                        budget=budget, rounds=rounds, seed=seed, **options)
     run = RunDir(out) if out else None
     ex, ey = _eval_tensors(eval_data, meta)
-    engine = Distiller(teacher, student, meta, cfg, run, ex, ey, progress)
+    engine = Distiller(teacher, student, meta, cfg, run, ex, ey, progress,
+                       guide_data=guide if guide is not None and guide_path is None else None)
     teacher_eval = evaluate(teacher, ex, ey, bf16=False) if ex is not None else None
     t0 = time.time()
     if run:
@@ -132,7 +138,8 @@ def distill(teacher: nn.Module | str, student: nn.Module | str, input_shape=None
                         "mean": str(meta.mean), "std": str(meta.std), "input_shape": str(meta.input_shape)}
         run.save_weights(res.student, "student.safetensors", student_meta)
         report = {
-            "kind": "data-free distillation", "data_used": "none (data-free: no training image was used)",
+            "kind": "data-free distillation" if engine.guide is None else "distillation with guide samples",
+            "data_used": _data_used(engine),
             "eval_data": str(eval_data) if eval_data is not None else None, "budget": str(engine.budget),
             "elapsed_s": res.summary["elapsed_s"], "wall_s": time.time() - t0, "machine": machine_info(),
             "teacher": {"arch": meta.name, "params": _params(teacher),
@@ -143,6 +150,16 @@ def distill(teacher: nn.Module | str, student: nn.Module | str, input_shape=None
         }
         write_report(run, report, res.history, f"datafree distill: {meta.name} -> {report['student']['arch']}")
     return res
+
+
+def _data_used(engine: Distiller) -> str:
+    g = engine.guide
+    if g is None:
+        return "none (data-free: no training image was used)"
+    role = "steer the inversion and join the student's data" if g.guided else "join the student's data only"
+    if engine.synth_off:
+        role = "are the student's only data (no inversion)"
+    return f"guide samples that {role}: {g.describe()}"
 
 
 def train(model: nn.Module | str, data, *, epochs: int = 10, out: str | None = None, eval_data=None,
@@ -179,3 +196,166 @@ def train(model: nn.Module | str, data, *, epochs: int = 10, out: str | None = N
         run.save_json("report.json", result)
     result["model_obj"] = model
     return result
+
+
+@dataclasses.dataclass
+class QuantResult:
+    model: nn.Module  # the fake-quantized model (BN folded)
+    report: dict
+    run_dir: str | None = None
+
+
+def _calibration_data(calib, model: nn.Module, meta: ModelMeta, n: int, seed: int, progress: bool
+                      ) -> tuple[torch.Tensor, str]:
+    """(calibration images in the model input space, a sentence saying where they came from)."""
+    from datafree.quant.calib import synthetic_calibration
+
+    if calib is None or (isinstance(calib, str) and calib == "synthetic"):
+        x = synthetic_calibration(model, meta.input_shape, meta.num_classes, n, meta.mean, meta.std, seed=seed,
+                                  progress=progress)
+        return x, f"synthetic: {n} images inverted from the model (BN statistics, DeepInversion); no real image"
+    if isinstance(calib, torch.Tensor):
+        return calib[:n].float(), f"{min(n, len(calib))} images given by the caller"
+    ds = load_dataset(str(calib)) if isinstance(calib, (str, os.PathLike)) else calib
+    if tuple(ds.x.shape[1:]) != tuple(meta.input_shape):
+        raise DatafreeError(f"calibration images have shape {tuple(ds.x.shape[1:])} but the model takes "
+                            f"{tuple(meta.input_shape)}")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(ds), generator=g)[:n]
+    x = normalize(ds.x[idx].float() / 255, meta.mean, meta.std)
+    return x, f"real: {len(idx)} images from {calib if isinstance(calib, (str, os.PathLike)) else 'the given set'}"
+
+
+def quantize(model: nn.Module | str, config=None, calib=None, *, weights: str | None = None,
+             num_classes: int | None = None, input_shape=None, mean=None, std=None, eval_data=None,
+             out: str | None = None, calib_samples: int = 512, onnx: bool = False, seed: int = 0,
+             progress: bool = True, **options) -> QuantResult:
+    """Post-training quantization of ``model`` with ``config`` (a ``QuantConfig``; ``options`` are its
+    fields).  ``calib``: None / "synthetic" (default: images inverted from the model - data-free),
+    a path (npz / folder / mnist5k), an ImageSet or a tensor in the input space.  ``eval_data`` is only
+    used to report accuracy.  ``onnx=True`` also exports FP32 and INT8 ONNX models and times them."""
+    from datafree.quant import QuantConfig
+    from datafree.quant import quantize as run_quant
+
+    cfg = config or QuantConfig(**options)
+    if config is not None and options:
+        cfg = dataclasses.replace(config, **options)
+    model = as_model(model, weights, num_classes).eval()
+    meta = model_meta(model, input_shape, num_classes, mean, std)
+    check_model(model, meta, "model")
+    run = RunDir(out) if out else None
+    t0 = time.time()
+    x, calib_desc = _calibration_data(calib, model, meta, calib_samples, seed, progress)
+    t_calib = time.time() - t0
+    qmodel, info = run_quant(model, cfg, x, progress)
+    ex, ey = _eval_tensors(eval_data, meta)
+    report = {"kind": "post-training quantization", "model": meta.name, "config": to_dict(cfg),
+              "calibration": calib_desc, "calibration_data_s": round(t_calib, 1), **info,
+              "eval_data": str(eval_data) if isinstance(eval_data, (str, os.PathLike)) else None,
+              "machine": machine_info()}
+    if ex is not None:
+        report["fp32_accuracy"] = evaluate(model, ex, ey)["accuracy"]
+        report["accuracy"] = evaluate(qmodel, ex, ey)["accuracy"]
+    try:
+        from datafree.hw.cost import mac_cost
+
+        report["mac"] = mac_cost(cfg.weights, cfg.activations) if cfg.activations else None
+    except DatafreeError:
+        report["mac"] = None
+    if onnx and run:
+        report["onnx"] = export_report(model, qmodel, meta, run, ex, progress)
+    if run:
+        run.write_config({"quantize": to_dict(cfg), "model": meta.name, "weights": weights,
+                          "calibration": calib_desc, "eval_data": report["eval_data"]})
+        run.save_weights(qmodel, "quantized.safetensors", {"arch": meta.name, "format": "fake-quantized (dequantized "
+                         "grid values), BN folded", "weights": cfg.weights, "activations": str(cfg.activations)})
+        from datafree.report import write_quant_report
+
+        write_quant_report(run, report)
+    return QuantResult(qmodel, report, str(run.path) if run else None)
+
+
+def export_report(model: nn.Module, qmodel: nn.Module, meta: ModelMeta, run: RunDir, ex, progress: bool = True) -> dict:
+    """FP32 and INT8 ONNX in the run dir, their agreement with the PyTorch models and their latency."""
+    from datafree.export import export_onnx, latency, run_onnx
+
+    fp32 = export_onnx(model, run.file("model_fp32.onnx"), meta.input_shape)
+    int8 = export_onnx(qmodel, run.file("model_int8.onnx"), meta.input_shape, int8=True)
+    out = {"fp32": str(fp32.name), "int8": str(int8.name)}
+    if ex is not None:
+        xs = ex[:1000]
+        with torch.no_grad():
+            ref = qmodel(xs)
+        got = run_onnx(int8, xs)
+        out["int8_vs_fake_quant"] = {"max_abs_logit_diff": float((got - ref).abs().max()),
+                                     "mean_abs_logit_diff": float((got - ref).abs().mean()),
+                                     "mean_abs_logit": float(ref.abs().mean()),
+                                     "top1_agreement": float((got.argmax(1) == ref.argmax(1)).float().mean()),
+                                     "images": len(xs)}
+    out["latency_fp32"] = latency(fp32, meta.input_shape, batch=64)
+    out["latency_int8"] = latency(int8, meta.input_shape, batch=64)
+    out["speedup_batch64"] = out["latency_fp32"]["median_ms"] / out["latency_int8"]["median_ms"]
+    return out
+
+
+def sweep(model: nn.Module | str, *, weights: str | None = None, eval_data=None, calib=None, w_bits=(3, 4, 5, 6, 7, 8),
+          a_bits=(4, 6, 8), exps: tuple[int, ...] = (2, 3), all_splits: bool = False,
+          algorithms: list[list[str]] | None = None, eval_samples: int = 2000, calib_samples: int = 512,
+          out: str = "runs/sweep", num_classes: int | None = None, input_shape=None, mean=None, std=None,
+          seed: int = 0, progress: bool = True) -> list[dict]:
+    """Accuracy vs synthesized MAC cost over weight x activation formats x algorithms; writes
+    ``out``/sweep.csv (Pareto points flagged) and ``out``/pareto.png.  ``eval_data`` is required (the
+    accuracy axis); only its first ``eval_samples`` images (class-interleaved in ../shared) are used."""
+    from datafree.quant.formats import format_splits
+    from datafree.quant.sweep import default_formats, plot_pareto
+    from datafree.quant.sweep import sweep as run_sweep
+
+    if eval_data is None:
+        raise DatafreeError("the sweep needs --eval-data: accuracy is one of its two axes")
+    model = as_model(model, weights, num_classes).eval()
+    meta = model_meta(model, input_shape, num_classes, mean, std)
+    run = RunDir(out)
+    x, desc = _calibration_data(calib, model, meta, calib_samples, seed, progress)
+    ex, ey = _eval_tensors(eval_data, meta)
+    ex, ey = ex[:eval_samples], ey[:eval_samples]
+
+    def fmts(bits):
+        return [f for b in bits for f in format_splits(b)] if all_splits else default_formats(list(bits), exps)
+
+    rows = run_sweep(model, x, ex, ey, fmts(w_bits), fmts(a_bits), algorithms or [[]], run.file("sweep.csv"),
+                     progress=progress)
+    plot_pareto(rows, run.file("pareto.png"), f"{meta.name}: accuracy ({len(ex)} held-out images) vs MAC cost")
+    run.save_json("sweep.json", {"model": meta.name, "calibration": desc, "eval_samples": len(ex),
+                                 "w_bits": list(w_bits), "a_bits": list(a_bits), "points": len(rows),
+                                 "algorithms": [("+".join(a) or "rtn") for a in (algorithms or [[]])],
+                                 "machine": machine_info()})
+    return rows
+
+
+def condense(data, *, ipc: int = 10, budget: str | None = "25m", iterations: int | None = None, out: str,
+             seed: int = 0, progress: bool = True, **options) -> dict:
+    """Dataset condensation by Distribution Matching (the data owner's side): ``ipc`` images per class from
+    labelled ``data`` (npz / folder / ImageSet); writes ``out``/condensed.npz (the ../shared npz format),
+    a grid PNG, metrics.jsonl, config.yaml and report.json."""
+    from datafree.condense import DMConfig
+    from datafree.condense import condense as run_condense
+    from datafree.data.loaders import save_npz
+
+    cfg = DMConfig(ipc=ipc, budget=None if iterations else budget, iterations=iterations, seed=seed, **options)
+    run = RunDir(out)
+    ds = load_dataset(str(data)) if isinstance(data, (str, os.PathLike)) else data
+    run.write_config({"condense": to_dict(cfg), "data": str(data) if isinstance(data, (str, os.PathLike)) else None})
+    run.reset_metrics()
+    t0 = time.time()
+    syn, hist = run_condense(ds, cfg, progress, run.log_metrics)
+    save_npz(syn, run.file("condensed.npz"))
+    from datafree.report import save_grid
+
+    save_grid(syn, run.file("condensed.png"))
+    report = {"kind": "dataset condensation (Distribution Matching)", "ipc": ipc, "images": len(syn),
+              "classes": len(syn.counts()), "source": str(data) if isinstance(data, (str, os.PathLike)) else None,
+              "source_images": len(ds), "iterations": len(hist), "wall_s": time.time() - t0,
+              "first_loss": hist[0]["loss"] if hist else None, "last_loss": hist[-1]["loss"] if hist else None,
+              "config": to_dict(cfg), "machine": machine_info(), "npz": str(run.file("condensed.npz"))}
+    run.save_json("report.json", report)
+    return report

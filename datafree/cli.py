@@ -62,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", required=True, help="run directory (created; must be writable)")
     d.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--synthesizer", default="generator", choices=["generator", "pixel"],
-                   help="generator: Fast-DFKD generator inversion (default); pixel: DeepInversion")
+    d.add_argument("--synthesizer", default="generator", choices=["generator", "pixel", "none"],
+                   help="generator: Fast-DFKD generator inversion (default); pixel: DeepInversion; none: learn from "
+                   "the --guide samples alone")
     d.add_argument("--synth-opt", type=_kv, action="append", default=[], metavar="KEY=VALUE",
                    help="synthesizer option, repeatable (e.g. g_steps=5, bn=10, adv=1.1, batch_size=256)")
     d.add_argument("--replay", default="memory-bank", choices=["none", "memory-bank", "vae"],
@@ -74,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "policy=reservoir|fifo, ratio=0.5, add_every=1, add_fraction=1.0; vae: ratio=0.5, lr=5e-4, "
                    "schedule=constant|cosine, steps=1, latent=64, width=16, logit=1.0, kl=1e-4, "
                    "self_replay=0.25, block=128, nudge_steps=1")
+    d.add_argument("--guide", help="condensed set or k real images per class (npz / folder) that guides the "
+                   "inversion (Condensed Data Expansion) and joins the student's data; the report lists it")
+    d.add_argument("--guide-mode", choices=["guided", "mix"], default="guided",
+                   help="guided: a feature discriminator steers the generator towards the guide samples (default); "
+                   "mix: the samples only join the student's data (the naive baseline)")
+    d.add_argument("--guide-opt", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+                   help="guide option, repeatable: adv=0.5 (alignment weight), ratio=0.25 (share of student batch), "
+                   "lr_d=2e-4, d_steps=1, hidden=256, strategy=color_crop_cutout_flip_scale_rotate")
     d.add_argument("--novel-window", type=int, help="the newest synthetic samples the student draws its "
                    "non-replay share from (default: as many as one round synthesizes)")
     d.add_argument("--batch-size", type=int, help="student batch size (default 256)")
@@ -118,6 +127,75 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--quiet", action="store_true")
 
+    q = sub.add_parser("quantize", help="post-training quantization (integer / minifloat), data-free by default",
+                       description="Quantize weights and activations of a trained model. Calibration uses images "
+                       "inverted from the model itself unless --calib gives real data; --eval-data is only for "
+                       "reporting.", epilog="Formats: int2..int8 (uint8, int4_asym), fp8_e4m3, fp8_e5m2, "
+                       "fp8_e4m3fnuz, fp8_e5m2fnuz, fp6_e3m2, fp6_e2m3, fp4_e2m1, or any ExMy such as e3m2, e2m1.")
+    q.add_argument("--model", required=True, help="zoo name or path/to/file.py:factory")
+    q.add_argument("--weights", required=True, help="model weights (.safetensors or a torch state_dict)")
+    q.add_argument("--w", default="int8", help="weight format (default int8)")
+    q.add_argument("--a", default="int8", help="activation format, or 'none' for weight-only (default int8)")
+    q.add_argument("--algo", default="", help="comma-separated: cle, smoothquant, adaround, gptq, bias_correction "
+                   "(default: round-to-nearest)")
+    q.add_argument("--algo-opt", type=_kv, action="append", default=[], metavar="ALGO.KEY=VALUE",
+                   help="algorithm option, e.g. adaround.iters=2000, adaround.mode=block, gptq.act_order=false, "
+                   "smoothquant.alpha=0.6")
+    q.add_argument("--granularity", choices=["tensor", "channel", "group"], default="channel",
+                   help="weight scales (default: per output channel)")
+    q.add_argument("--group-size", type=int, default=32)
+    q.add_argument("--observer", choices=["minmax", "percentile", "mse"], default="mse",
+                   help="how scales are chosen from the calibration statistics (default mse)")
+    q.add_argument("--scale-type", choices=["float", "po2"], default="float", help="float or power-of-two scales")
+    q.add_argument("--edge-bits", type=int, default=8, help="bits of the first and last layer (0: as the rest)")
+    q.add_argument("--quantize-residuals", action="store_true",
+                   help="also quantize residual-add inputs (integer-only inference; on with --onnx)")
+    q.add_argument("--calib", default="synthetic",
+                   help="'synthetic' (default: inverted from the model, no real data) or real data: npz / folder")
+    q.add_argument("--calib-samples", type=int, default=512)
+    q.add_argument("--eval-data", help="held-out npz / folder / mnist5k:test, for reporting only")
+    q.add_argument("--onnx", action="store_true", help="export FP32 and INT8 (QDQ) ONNX and time both in "
+                   "onnxruntime (needs --w int8 --a int8 and the export extra)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--out", required=True, help="run directory")
+    q.add_argument("--quiet", action="store_true")
+    _model_args(q)
+
+    w = sub.add_parser("sweep", help="accuracy vs FPGA MAC cost over weight x activation formats x algorithms",
+                       description="Quantize the model with every weight/activation format pair (3-8 bits, integer "
+                       "and minifloat splits) and algorithm set, evaluate it, and plot accuracy against the LUTs of "
+                       "one MAC (from the committed Yosys table). Writes sweep.csv and pareto.png in --out.")
+    w.add_argument("--model", required=True)
+    w.add_argument("--weights", required=True)
+    w.add_argument("--eval-data", required=True, help="held-out data for the accuracy axis")
+    w.add_argument("--eval-samples", type=int, default=2000)
+    w.add_argument("--calib", default="synthetic", help="'synthetic' (default) or real data")
+    w.add_argument("--calib-samples", type=int, default=512)
+    w.add_argument("--w-bits", default="3-8", help="weight bit widths, e.g. 3-8 or 4,8 (default 3-8)")
+    w.add_argument("--a-bits", default="4,6,8", help="activation bit widths (default 4,6,8)")
+    w.add_argument("--exps", default="2,3", help="minifloat exponent widths to try (E4M3/E5M2 always at 8 bits)")
+    w.add_argument("--all-splits", action="store_true", help="every minifloat split of every width")
+    w.add_argument("--algo", default="rtn", help="algorithm sets separated by ';', each comma-separated, e.g. "
+                   "'rtn;gptq,bias_correction' (default rtn)")
+    w.add_argument("--out", required=True)
+    w.add_argument("--quiet", action="store_true")
+    _model_args(w)
+
+    c = sub.add_parser("condense", help="make a condensed set (Distribution Matching) from real labelled data",
+                       description="The data owner's side: distil --ipc images per class from a labelled set by "
+                       "Distribution Matching (random ConvNet embeddings, DSA augmentation, initialised from real "
+                       "images). Writes OUT/condensed.npz (uint8 NHWC, labels, class names) and a grid PNG.")
+    c.add_argument("--data", required=True, help="labelled npz / image folder / mnist5k")
+    c.add_argument("--ipc", type=int, default=10, help="images per class (e.g. 1, 10, 50)")
+    cg = c.add_mutually_exclusive_group()
+    cg.add_argument("--budget", default="25m", help="wall-clock budget (default 25m)")
+    cg.add_argument("--iterations", type=int, help="a number of iterations instead")
+    c.add_argument("--batch-real", type=int, default=64, help="real images per class per iteration (default 64)")
+    c.add_argument("--lr", type=float, default=1.0, help="learning rate of the images (default 1.0)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", required=True, help="run directory")
+    c.add_argument("--quiet", action="store_true")
+
     sub.add_parser("models", help="list the model zoo")
     return ap
 
@@ -135,7 +213,8 @@ def _distill(a: argparse.Namespace) -> None:
     res = distill(a.teacher, a.student, a.input_shape, a.num_classes, None if a.rounds else a.budget, a.rounds,
                   a.seed, teacher_weights=a.teacher_weights, mean=a.mean, std=a.std, eval_data=a.eval_data,
                   out=a.out, resume=a.resume, synthesizer=a.synthesizer, synth=dict(a.synth_opt),
-                  replay=a.replay, replay_opts=dict(a.replay_opt),
+                  replay=a.replay, replay_opts=dict(a.replay_opt), guide=a.guide,
+                  guide_opts={"mode": a.guide_mode, **dict(a.guide_opt)} if a.guide else None,
                   progress=not a.quiet, channels_last=not a.no_channels_last, deterministic=a.deterministic, **opts)
     s = res.summary
     acc = ""
@@ -162,6 +241,58 @@ def _evaluate(a: argparse.Namespace) -> None:
     print(json.dumps(r) if a.json else f"accuracy {r['accuracy']:.4f} on {r['n']} images (loss {r['loss']:.4f})")
 
 
+def _quantize(a: argparse.Namespace) -> None:
+    from datafree.api import quantize
+    from datafree.quant import QuantConfig
+
+    options: dict = {}
+    for key, value in a.algo_opt:
+        algo, _, opt = key.partition(".")
+        if not opt:
+            raise DatafreeError(f"--algo-opt expects ALGO.KEY=VALUE, got '{key}'")
+        options.setdefault(algo, {})[opt] = value
+    cfg = QuantConfig(weights=a.w, activations=None if a.a.lower() == "none" else a.a, w_granularity=a.granularity,
+                      group_size=a.group_size, w_observer=a.observer, a_observer=a.observer, scale_type=a.scale_type,
+                      algorithms=[s for s in a.algo.split(",") if s.strip()], options=options,
+                      edge_bits=a.edge_bits or None, quantize_residuals=a.quantize_residuals or a.onnx)
+    r = quantize(a.model, cfg, a.calib, weights=a.weights, num_classes=a.num_classes, input_shape=a.input_shape,
+                 mean=a.mean, std=a.std, eval_data=a.eval_data, out=a.out, calib_samples=a.calib_samples,
+                 onnx=a.onnx, seed=a.seed, progress=not a.quiet).report
+    acc = ""
+    if r.get("accuracy") is not None:
+        acc = f", accuracy {r['accuracy']:.4f} (FP32 {r['fp32_accuracy']:.4f})"
+    print(f"done: {cfg.weights} weights / {cfg.activations} activations{acc}; "
+          f"{r['size']['compression']:.1f}x smaller; run directory {a.out}")
+
+
+def _bits(s: str) -> tuple[int, ...]:
+    if "-" in s:
+        lo, hi = s.split("-")
+        return tuple(range(int(lo), int(hi) + 1))
+    return tuple(int(v) for v in s.split(","))
+
+
+def _sweep(a: argparse.Namespace) -> None:
+    from datafree.api import sweep
+
+    algos = [[x for x in group.split(",") if x.strip() and x.strip() != "rtn"] for group in a.algo.split(";")]
+    rows = sweep(a.model, weights=a.weights, eval_data=a.eval_data, calib=a.calib, w_bits=_bits(a.w_bits),
+                 a_bits=_bits(a.a_bits), exps=_bits(a.exps), all_splits=a.all_splits, algorithms=algos,
+                 eval_samples=a.eval_samples, calib_samples=a.calib_samples, out=a.out, num_classes=a.num_classes,
+                 input_shape=a.input_shape, mean=a.mean, std=a.std, progress=not a.quiet)
+    front = sum(str(r["pareto"]) == "True" for r in rows)
+    print(f"done: {len(rows)} points, {front} on the Pareto front; {a.out}/sweep.csv, {a.out}/pareto.png")
+
+
+def _condense(a: argparse.Namespace) -> None:
+    from datafree.api import condense
+
+    r = condense(a.data, ipc=a.ipc, budget=None if a.iterations else a.budget, iterations=a.iterations, out=a.out,
+                 seed=a.seed, progress=not a.quiet, batch_real=a.batch_real, lr=a.lr)
+    print(f"done: {r['images']} images ({a.ipc} per class) after {r['iterations']} iterations in {r['wall_s']:.0f} s; "
+          f"{r['npz']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("once")
@@ -172,6 +303,12 @@ def main(argv: list[str] | None = None) -> int:
             _train(args)
         elif args.cmd == "evaluate":
             _evaluate(args)
+        elif args.cmd == "quantize":
+            _quantize(args)
+        elif args.cmd == "sweep":
+            _sweep(args)
+        elif args.cmd == "condense":
+            _condense(args)
         elif args.cmd == "demo":
             from datafree.demo import run_demo
 

@@ -68,7 +68,7 @@ def replay_bars(res: dict[str, dict]) -> dict:
     if "none" not in res:
         return {}
     none = res["none"]
-    kinds = [k for k in ("memory-bank", "vae") if k in res]
+    kinds = [k for k in res if k != "none"]
     bars = {}
     for k in kinds:
         r = res[k]

@@ -77,3 +77,71 @@ def write_report(run: RunDir, report: dict, history: list[dict], title: str) -> 
     lines += ["Accuracy is measured on the held-out data after every round, outside the method's clock; "
               "nothing is selected by it.  `last` is the final student, saved as student.safetensors.", ""]
     atomic_write_text(run.file("report.md"), "\n".join(lines))
+
+
+def write_quant_report(run: RunDir, report: dict) -> None:
+    """report.json + report.md of a quantization run."""
+    run.save_json("report.json", report)
+    cfg = report["config"]
+    acc = report.get("accuracy")
+    lines = [f"# datafree quantize: {report['model']}", "",
+             f"- weights **{cfg['weights']}** per {cfg['w_granularity']}, activations **{cfg['activations']}** "
+             f"per tensor; first/last layer at {cfg['edge_bits'] or 'the same'} bits",
+             f"- algorithms: {', '.join(report['algorithms']) or 'round-to-nearest only'}",
+             f"- calibration data: **{report['calibration']}**",
+             f"- held-out data (reporting only): "
+             f"{report.get('eval_data') or ('given in memory' if acc is not None else 'none')}", ""]
+    if acc is not None:
+        fp = report["fp32_accuracy"]
+        lines += ["| model | accuracy | size |", "|---|---:|---:|",
+                  f"| FP32 | {100 * fp:.2f} % | {report['size']['fp32_bytes'] / 1e6:.3f} MB |",
+                  f"| quantized | {100 * acc:.2f} % ({100 * (acc - fp):+.2f} pt) | "
+                  f"{report['size']['quantized_bytes'] / 1e6:.3f} MB ({report['size']['compression']:.1f}x) |", ""]
+    if report.get("mac"):
+        m = report["mac"]
+        lines.append(f"- one MAC ({m['weights']} x {m['activations']}), Yosys LUT-6 synthesis: {m['luts']} LUTs, "
+                     f"{m['ffs']} FFs, depth {m['depth']}, {m['acc_bits']}-bit accumulator")
+    if report.get("onnx"):
+        o = report["onnx"]
+        lines.append(f"- ONNX: {o['fp32']} and {o['int8']} (QDQ); onnxruntime batch 64: FP32 "
+                     f"{o['latency_fp32']['median_ms']:.1f} ms, INT8 {o['latency_int8']['median_ms']:.1f} ms "
+                     f"({o['speedup_batch64']:.2f}x)")
+        if "int8_vs_fake_quant" in o:
+            d = o["int8_vs_fake_quant"]
+            lines.append(f"- INT8 ONNX vs fake-quant PyTorch on {d['images']} images: top-1 agreement "
+                         f"{100 * d['top1_agreement']:.2f} %, mean |logit diff| {d['mean_abs_logit_diff']:.4f} "
+                         f"(mean |logit| {d['mean_abs_logit']:.2f})")
+    lines += ["", "Steps: " + ", ".join(f"{k} {v.get('seconds', 0):.1f} s" for k, v in report["steps"].items()), ""]
+    atomic_write_text(run.file("report.md"), "\n".join(lines))
+
+
+def save_grid(ds, path, per_row: int | None = None) -> bool:
+    """A PNG grid of an ImageSet, one row per class (as DC's visualisations)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    import torch
+
+    classes = sorted(ds.counts())
+    per = per_row or max(ds.counts().values())
+    fig, axes = plt.subplots(len(classes), per, figsize=(per * 0.6, len(classes) * 0.6), dpi=100, squeeze=False)
+    for r, c in enumerate(classes):
+        idx = torch.nonzero(ds.y == c).flatten()[:per]
+        for k in range(per):
+            ax = axes[r][k]
+            ax.axis("off")
+            if k < len(idx):
+                img = ds.x[idx[k]].permute(1, 2, 0).numpy()
+                ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
+    fig.tight_layout(pad=0.1)
+    tmp = str(path) + ".tmp.png"
+    fig.savefig(tmp)
+    plt.close(fig)
+    import os
+
+    os.replace(tmp, path)
+    return True

@@ -39,6 +39,7 @@ from datafree.replay import ReplayContext, build_replay, make_replay_config
 from datafree.run import RunDir
 from datafree.synthesis import SamplePool, TeacherInverter, build_synthesizer, make_config
 from datafree.synthesis.base import is_collapsed
+from datafree.synthesis.guide import Guide, GuideConfig, load_guide
 
 
 @dataclass
@@ -47,6 +48,8 @@ class DistillConfig:
     synth: dict = field(default_factory=dict)  # options of the synthesizer's own config
     replay: str = "memory-bank"  # none | memory-bank | vae
     replay_opts: dict = field(default_factory=dict)  # options of the replay strategy's own config
+    guide: str | None = None  # condensed / few-shot npz that guides the inversion (synthesis.guide)
+    guide_opts: dict = field(default_factory=dict)  # options of GuideConfig
     budget: str | None = "10m"
     rounds: int | None = None
     batch_size: int = 256
@@ -98,7 +101,7 @@ def summarize(history: list[dict]) -> dict:
 class Distiller:
     def __init__(self, teacher: nn.Module, student: nn.Module, meta: ModelMeta, cfg: DistillConfig,
                  run: RunDir | None = None, eval_x: torch.Tensor | None = None, eval_y: torch.Tensor | None = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, guide_data=None) -> None:
         if cfg.loss not in ("kl", "l1"):
             raise DatafreeError(f"unknown KD loss '{cfg.loss}'; use kl or l1")
         self.cfg, self.meta, self.run = cfg, meta, run
@@ -115,6 +118,15 @@ class Distiller:
         self.replay_cfg = make_replay_config(cfg.replay, **cfg.replay_opts)
         self.replay = build_replay(cfg.replay, self.replay_cfg, ReplayContext(
             self.inverter, tuple(meta.input_shape), meta.num_classes, cfg.cache_teacher))
+        self.guide_cfg = GuideConfig(**cfg.guide_opts) if (cfg.guide or guide_data is not None) else None
+        self.guide: Guide | None = None
+        if self.guide_cfg is not None:
+            data = load_guide(guide_data if guide_data is not None else cfg.guide, meta.input_shape, meta.num_classes)
+            self.guide = Guide(self.guide_cfg, data, self.inverter, str(cfg.guide or "data given in memory"))
+            self.synthesizer.guide = self.guide
+        elif cfg.synthesizer == "none":
+            raise DatafreeError("--synthesizer none trains on guide samples only: pass --guide condensed.npz")
+        self.synth_off = cfg.synthesizer == "none"
         self.opt = torch.optim.SGD(student.parameters(), cfg.lr, momentum=cfg.momentum,
                                    weight_decay=cfg.weight_decay, nesterov=True)
         self.eval_x = eval_x  # already in the model input space
@@ -127,8 +139,11 @@ class Distiller:
         self.budget_progress = 0.0
 
     def resolved_config(self) -> dict:
-        return {"distill": {**to_dict(self.cfg), "novel_window": self.window},
-                "synthesizer": to_dict(self.synth_cfg), "replay": to_dict(self.replay_cfg)}
+        out = {"distill": {**to_dict(self.cfg), "novel_window": self.window},
+               "synthesizer": to_dict(self.synth_cfg), "replay": to_dict(self.replay_cfg)}
+        if self.guide_cfg is not None:
+            out["guide"] = to_dict(self.guide_cfg)
+        return out
 
     # -- one round ------------------------------------------------------------------------------
     def _synthesize(self, acc: dict) -> None:
@@ -150,8 +165,13 @@ class Distiller:
 
     def _kd_step(self) -> float:
         cfg = self.cfg
-        n_rep = round(self.replay.ratio * cfg.batch_size) if self.replay.ready else 0
-        x, cached = self.pool.sample(cfg.batch_size - n_rep)
+        n_guide = 0
+        if self.guide is not None:
+            n_guide = cfg.batch_size if self.synth_off else round(self.guide.cfg.ratio * cfg.batch_size)
+        n_rep = round(self.replay.ratio * (cfg.batch_size - n_guide)) if self.replay.ready else 0
+        x, cached = (self.pool.sample(cfg.batch_size - n_guide - n_rep) if n_guide < cfg.batch_size
+                     else (torch.empty(0, *self.meta.input_shape),
+                           torch.empty(0, 2, self.meta.num_classes) if cfg.cache_teacher else None))
         if n_rep:
             xr, cr = self.replay.sample(n_rep)
             x = torch.cat([x, xr])
@@ -163,6 +183,11 @@ class Distiller:
             t = cached[torch.arange(len(x)), flip.long()]
         elif cfg.augment:
             x = random_crop_flip(x, padding=max(1, x.shape[-1] // 8), flip=cfg.flip)
+        if n_guide:  # condensed / few-shot samples under DSA, with a live teacher pass
+            xg, tg = self.guide.student_batch(n_guide)
+            x = torch.cat([x, xg])
+            if cached is not None:
+                t = torch.cat([t, tg])
         x = normalize(x, self.meta.mean, self.meta.std)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -191,7 +216,7 @@ class Distiller:
         self.student.train()
         losses, lr = [], self.cfg.lr
         for step in range(cfg.kd_steps):
-            if step % cfg.synth_every == 0:
+            if step % cfg.synth_every == 0 and not self.synth_off:
                 self._synthesize(acc)
             self.budget_progress = self._progress(step)
             lr = 0.5 * cfg.lr * (1 + math.cos(math.pi * self.budget_progress))
@@ -257,6 +282,8 @@ class Distiller:
     def _warmup(self) -> None:
         """Fast-DFKD's warm-up: synthesize only, so the generator improves before the student starts
         (it would otherwise spend its high-learning-rate phase on the generator's first, poor samples)."""
+        if self.synth_off:
+            return
         if self.budget.rounds is not None:
             calls = math.ceil(self.cfg.warmup * self.budget.rounds * self.cfg.kd_steps / self.cfg.synth_every)
             for _ in range(calls):
@@ -318,6 +345,8 @@ class Distiller:
                    "replayed_images": self.n_replayed, "replay": self.cfg.replay,
                    "replay_footprint": self.replay.footprint(), "novel_window": self.window,
                    "time_split_s": {"synthesis": self.t_synth, "student": self.t_kd, "replay": self.t_replay},
+                   "guide": self.guide.describe() if self.guide is not None else None,
+                   "guide_mode": self.guide_cfg.mode if self.guide_cfg is not None else None,
                    "collapse_rounds": sum(bool(h["collapse"]) for h in self.history)}
         if cfg.channels_last:
             self.student.to(memory_format=torch.contiguous_format)

@@ -52,12 +52,13 @@ class VAEReplayConfig:
     logit: float = 0.1  # weight of |T(x) - T(x^)|_1 (the paper: 1)
     kl: float = 1e-5
     self_replay: float = 0.25  # own pseudo replays per novel sample in each VAE batch (paper: 128 per 512)
-    ratio: float = 0.5  # share of each student batch drawn from pseudo replay
+    ratio: float = 0.25  # share of each student batch drawn from pseudo replay (the paper: 1 in 9)
     block: int = 128  # pseudo replays decoded per synthesized batch
     nudge_steps: int = 1  # Adam steps on the latents towards a class-balanced teacher response
     nudge_lr: float = 0.02
     balance: float = 5.0  # weight of the batch-mean entropy term when nudging
-    min_updates: int = 20  # no replay before the VAE has taken this many steps
+    nudge_bn: float = 0.0  # weight of the teacher's BN-statistics loss when nudging (0: the paper's nudge)
+    min_updates: int = 100  # no replay before the VAE has taken this many steps
 
 
 class VAEReplay:
@@ -95,11 +96,17 @@ class VAEReplay:
         try:
             z = torch.randn(n, vae.latent, requires_grad=True)
             opt = torch.optim.Adam([z], cfg.nudge_lr)
+            inv = self.ctx.inverter
             for _ in range(cfg.nudge_steps):
-                t = self._teacher(vae.decode(z))
+                if cfg.nudge_bn:
+                    with inv.inverting(momentum=0.0):
+                        t = self._teacher(vae.decode(z))
+                        l_bn = inv.bn_loss()
+                else:
+                    t, l_bn = self._teacher(vae.decode(z)), torch.zeros(())
                 p_mean = F.softmax(t, 1).mean(0)
                 loss = (cfg.balance * (p_mean * torch.log(p_mean + 1e-8)).sum() + F.cross_entropy(t, t.argmax(1))
-                        + z.mean(0).pow(2).mean() + (z.var(0) - 1).pow(2).mean())
+                        + z.mean(0).pow(2).mean() + (z.var(0) - 1).pow(2).mean() + cfg.nudge_bn * l_bn)
                 finite(loss)
                 (g,) = torch.autograd.grad(loss, [z])
                 z.grad = g

@@ -6,7 +6,7 @@ Registry: name -> (config dataclass, implementation).  Every implementation foll
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import dataclass, fields
 
 from datafree.errors import DatafreeError
 from datafree.synthesis.base import SynthBatch, Synthesizer, TeacherInverter
@@ -14,9 +14,31 @@ from datafree.synthesis.generator import GeneratorConfig, GeneratorSynthesizer
 from datafree.synthesis.pixel import PixelConfig, PixelSynthesizer
 from datafree.synthesis.pool import SamplePool
 
+
+@dataclass
+class NoSynthConfig:
+    """``none``: no inversion at all - the student learns from the guide samples only (the
+    condensed-only / few-shot-only baseline)."""
+
+
+class NoSynthesizer:
+    def __init__(self, cfg: NoSynthConfig, inverter: TeacherInverter, input_shape) -> None:
+        self.cfg, self.guide = cfg, None
+
+    def synthesize(self, student, adversarial: bool = True) -> SynthBatch:
+        raise RuntimeError("the 'none' synthesizer makes no samples")
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
 SYNTHESIZERS = {
     "generator": (GeneratorConfig, GeneratorSynthesizer),
     "pixel": (PixelConfig, PixelSynthesizer),
+    "none": (NoSynthConfig, NoSynthesizer),
 }
 
 

@@ -109,17 +109,29 @@ class TeacherInverter:
             warnings.warn("the teacher has no BatchNorm2d layers: the BN-statistics loss is dropped, "
                           "the other inversion losses stay", stacklevel=2)
         self.hooks = [BNStatsHook(bn, bn_momentum) for bn in bns]
+        # penultimate features = the input of the last Linear layer (the classifier head), when there is one
+        heads = [m for m in teacher.modules() if isinstance(m, nn.Linear)]
+        self.features: torch.Tensor | None = None
+        if heads:
+            heads[-1].register_forward_pre_hook(self._keep_features)
+
+    def _keep_features(self, module: nn.Module, args: tuple) -> None:
+        self.features = args[0].flatten(1)
 
     @contextlib.contextmanager
-    def inverting(self):
-        """Enable the BN-statistics hooks for the duration of one synthesis call."""
+    def inverting(self, momentum: float | None = None):
+        """Enable the BN-statistics hooks for the duration of one synthesis call (``momentum`` overrides the
+        blending with past batches' statistics, e.g. 0 to match one batch on its own)."""
+        saved = [h.momentum for h in self.hooks]
         for h in self.hooks:
             h.active = True
+            if momentum is not None:
+                h.momentum = momentum
         try:
             yield self
         finally:
-            for h in self.hooks:
-                h.active = False
+            for h, m in zip(self.hooks, saved):
+                h.active, h.momentum = False, m
 
     def autocast(self):
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
@@ -130,6 +142,15 @@ class TeacherInverter:
             x = x.contiguous(memory_format=torch.channels_last)
         with self.autocast():
             return (model or self.teacher)(x).float()
+
+    def logits_and_features(self, x01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher logits and penultimate features (the classifier head's input) of a batch in [0, 1]."""
+        self.features = None
+        t = self.logits(x01)
+        if self.features is None:
+            raise DatafreeError("guided inversion needs the teacher's penultimate features: its classifier must be "
+                                "an nn.Linear layer")
+        return t, self.features.float()
 
     def bn_loss(self) -> torch.Tensor:
         if not self.hooks:

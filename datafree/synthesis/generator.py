@@ -79,6 +79,7 @@ class GeneratorSynthesizer(InversionSynthesizer):
             self.fast.to(memory_format=torch.channels_last)
         self.meta_opt = torch.optim.Adam(self.generator.parameters(), cfg.lr_g * cfg.g_steps, betas=(0.5, 0.999))
         self.calls = 0
+        self.guide = None  # a synthesis.guide.Guide in guided mode: condensed samples steer the inversion
 
     def _run(self, student: nn.Module, adversarial: bool) -> SynthBatch:
         cfg, inv = self.cfg, self.inv
@@ -95,12 +96,16 @@ class GeneratorSynthesizer(InversionSynthesizer):
             with inv.autocast():
                 x = self.fast(z, y).float()
             xa = random_crop_flip(x) if cfg.augment else x
-            t = inv.logits(xa)
+            guided = self.guide is not None and self.guide.guided
+            t, feats = inv.logits_and_features(xa) if guided else (inv.logits(xa), None)
             l_bn = inv.bn_loss()
             l_oh = F.cross_entropy(t, y)
             l_bal = entropy_balance_loss(t) if cfg.balance else torch.zeros(())
             l_adv = adversarial_loss(inv.logits(xa, student), t) if cfg.adv and adversarial else torch.zeros(())
             loss = cfg.bn * l_bn + cfg.oh * l_oh + cfg.balance * l_bal + cfg.adv * l_adv
+            l_align = self.guide.align_loss(feats, y) if guided else torch.zeros(())
+            if guided:
+                loss = loss + self.guide.cfg.adv * l_align
             value = finite(loss)
             grads = torch.autograd.grad(loss, params + [z])  # no grads into teacher/student weights
             for p, g in zip(params + [z], grads):
@@ -113,7 +118,11 @@ class GeneratorSynthesizer(InversionSynthesizer):
                 best_loss, best = value, x.detach()
                 parts = {"loss_bn": l_bn.item(), "loss_oh": l_oh.item(), "loss_adv": l_adv.item(),
                          **class_stats(t.detach(), inv.num_classes)}
+                if guided:
+                    parts["loss_align"], best_feats = l_align.item(), feats.detach()
         inv.commit_bn()
+        if self.guide is not None and self.guide.guided:
+            parts.update(self.guide.update_discriminator(best_feats, y))
         if cfg.meta == "reptile":
             for p, fp in zip(meta_params, self.fast.parameters()):
                 p.grad = p.detach() - fp.detach()
@@ -125,7 +134,8 @@ class GeneratorSynthesizer(InversionSynthesizer):
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.state_dict(), "meta_opt": self.meta_opt.state_dict(),
-                "calls": self.calls, "bn_mmt": [h.mmt for h in self.inv.hooks]}
+                "calls": self.calls, "bn_mmt": [h.mmt for h in self.inv.hooks],
+                "guide": self.guide.state_dict() if self.guide is not None else {}}
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.load_state_dict(state["generator"])
@@ -133,3 +143,5 @@ class GeneratorSynthesizer(InversionSynthesizer):
         self.calls = state["calls"]
         for h, m in zip(self.inv.hooks, state["bn_mmt"]):
             h.mmt = m
+        if self.guide is not None:
+            self.guide.load_state_dict(state.get("guide", {}))

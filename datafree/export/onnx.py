@@ -1,0 +1,154 @@
+"""ONNX export (FP32, and INT8 as QuantizeLinear/DequantizeLinear pairs) and onnxruntime inference.
+
+The INT8 graph carries datafree's own scales: every quantized layer becomes
+    x -> [÷ smooth] -> Q/DQ (per tensor, int8 or uint8, zero-point) -> Conv/Gemm(W: Q/DQ per output
+    channel, int8, symmetric; bias float) -> [Q/DQ of the output when it feeds a residual add]
+which onnxruntime's QDQ transformers fuse into QLinearConv / integer GEMM kernels.  Residual adds,
+pooling and the option-A shortcut stay float between DQ'd tensors.  Needs the ``export`` extra
+(onnx, onnxruntime, onnxscript).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from datafree.errors import DatafreeError
+from datafree.quant.formats import IntFormat, as_saturating
+from datafree.quant.graph import InputQuant, _set
+from datafree.quant.quantizer import ActQuant, QuantLayer
+
+
+def _need(module: str):
+    try:
+        return __import__(module)
+    except ImportError:
+        raise DatafreeError(f"ONNX export needs {module}: pip install 'datafree[export]'") from None
+
+
+def _int8_act(q: ActQuant, where: str) -> tuple[float, int, int, int]:
+    fmt = q.fmt
+    if not isinstance(fmt, IntFormat) or fmt.bits != 8 or q.scale is None:
+        raise DatafreeError(f"INT8 ONNX export needs 8-bit integer activations; {where} has "
+                            f"{getattr(fmt, 'name', 'none')}: quantize with --a int8")
+    zero = int(q.zero) if q.zero is not None else 0
+    return float(q.scale), zero, fmt.qmin, fmt.qmax
+
+
+class _QDQLayer(nn.Module):
+    """What a QuantLayer computes, written with torch's fake-quant ops (exported as QDQ pairs)."""
+
+    def __init__(self, m: QuantLayer) -> None:
+        super().__init__()
+        fmt = as_saturating(m.w_spec.fmt)
+        if not isinstance(fmt, IntFormat) or fmt.bits != 8 or not fmt.symmetric or m.w_spec.granularity == "group":
+            raise DatafreeError(f"INT8 ONNX export needs int8 weights per channel or per tensor; layer "
+                                f"'{m.name}' has {fmt.name} per {m.w_spec.granularity}: quantize with --w int8")
+        if m.act is None:
+            raise DatafreeError(f"INT8 ONNX export needs quantized activations; layer '{m.name}' has none")
+        self.is_conv = m.is_conv
+        self.conv = {k: getattr(m.layer, k) for k in ("stride", "padding", "dilation", "groups")} if m.is_conv else {}
+        self.weight = nn.Parameter(m.weight_q.detach().clone(), requires_grad=False)
+        b = m.bias(True)
+        self.bias = nn.Parameter(b.detach().clone(), requires_grad=False) if b is not None else None
+        rows = len(self.weight)
+        self.w_scale = m.w_scale.reshape(-1).expand(rows).clone().float() if m.w_scale.numel() in (1, rows) else None
+        self.smooth = m.smooth.clone() if m.smooth is not None else None
+        self.a = None if m.input_prequantized else _int8_act(m.act, m.name)
+        self.o = _int8_act(m.out, m.name + " (output)") if m.out is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.smooth is not None:
+            x = x / self.smooth.view(1, -1, *([1] * (x.dim() - 2)))
+        if self.a is not None:
+            s, z, lo, hi = self.a
+            x = torch.fake_quantize_per_tensor_affine(x, s, z, lo, hi)
+        w = torch.fake_quantize_per_channel_affine(self.weight, self.w_scale, torch.zeros_like(self.w_scale,
+                                                   dtype=torch.int32), 0, -128, 127)
+        y = F.conv2d(x, w, self.bias, **self.conv) if self.is_conv else F.linear(x, w, self.bias)
+        if self.o is not None:
+            s, z, lo, hi = self.o
+            y = torch.fake_quantize_per_tensor_affine(y, s, z, lo, hi)
+        return y
+
+
+class _QDQInput(nn.Module):
+    def __init__(self, q: InputQuant, where: str) -> None:
+        super().__init__()
+        self.a = _int8_act(q.act, where)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s, z, lo, hi = self.a
+        return torch.fake_quantize_per_tensor_affine(x, s, z, lo, hi)
+
+
+def to_qdq(qmodel: nn.Module) -> nn.Module:
+    """A copy of a quantized model with every QuantLayer (and moved input quantizer) as fake-quant ops
+    that export to QDQ."""
+    model = copy.deepcopy(qmodel).eval()
+    for name, mod in list(model.named_modules()):
+        if isinstance(mod, QuantLayer):
+            _set(model, name, _QDQLayer(mod))
+        elif isinstance(mod, InputQuant):
+            _set(model, name, _QDQInput(mod, name))
+    return model
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: tuple[int, ...], int8: bool = False) -> Path:
+    """Write ``model`` (``int8``: a datafree-quantized model, as QDQ) to ``path`` with a dynamic batch."""
+    _need("onnx")
+    model = to_qdq(model) if int8 else copy.deepcopy(model).eval()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    x = torch.zeros(2, *input_shape)
+    import warnings
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        # the TorchScript exporter: torch.export has no fake-tensor rule for fake_quantize with a dynamic batch
+        torch.onnx.export(model, (x,), str(tmp), input_names=["input"], output_names=["logits"], dynamo=False,
+                          opset_version=17, dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    os.replace(tmp, path)
+    return path
+
+
+def session(path: str | os.PathLike, threads: int | None = None):
+    ort = _need("onnxruntime")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads or torch.get_num_threads()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(path_or_session, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    sess = session(path_or_session) if isinstance(path_or_session, (str, os.PathLike)) else path_or_session
+    name = sess.get_inputs()[0].name
+    outs = [sess.run(None, {name: x[i : i + batch_size].numpy().astype(np.float32)})[0]
+            for i in range(0, len(x), batch_size)]
+    return torch.from_numpy(np.concatenate(outs))
+
+
+def latency(path: str | os.PathLike, input_shape: tuple[int, ...], batch: int = 64, repeats: int = 30,
+            warmup: int = 5, threads: int | None = None) -> dict:
+    """Median and mean wall time of one batch in onnxruntime (after ``warmup`` runs)."""
+    sess = session(path, threads)
+    name = sess.get_inputs()[0].name
+    x = np.random.default_rng(0).standard_normal((batch, *input_shape)).astype(np.float32)
+    for _ in range(warmup):
+        sess.run(None, {name: x})
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        sess.run(None, {name: x})
+        times.append(time.perf_counter() - t0)
+    return {"batch": batch, "median_ms": 1e3 * float(np.median(times)), "mean_ms": 1e3 * float(np.mean(times)),
+            "p90_ms": 1e3 * float(np.percentile(times, 90)), "repeats": repeats,
+            "threads": sess.get_session_options().intra_op_num_threads}

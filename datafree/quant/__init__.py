@@ -1,0 +1,153 @@
+"""Post-training quantization with integer and minifloat formats, calibrated on synthetic (default) or
+real data.
+
+    qmodel, info = datafree.quantize(model, QuantConfig(weights="int4", activations="fp8_e4m3",
+                                                        algorithms=["gptq", "bias_correction"]), calib=x)
+
+Pipeline (``quantize``): fold BatchNorm, wrap every Conv2d/Linear in a ``QuantLayer`` (first and last
+layers at ``edge_bits`` of the same family), then the selected algorithms in a fixed order:
+cross-layer equalization -> SmoothQuant -> activation calibration -> AdaRound or GPTQ (else
+round-to-nearest) -> bias correction.  Registry: algorithm name -> (config dataclass, function).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, fields
+
+import torch
+from torch import nn
+
+from datafree.errors import DatafreeError
+from datafree.quant.adaround import AdaRoundConfig, adaround
+from datafree.quant.bias_correction import BiasCorrectionConfig, bias_correction
+from datafree.quant.calib import calibrate_activations, synthetic_calibration
+from datafree.quant.equalize import CLEConfig, cross_layer_equalization
+from datafree.quant.formats import IntFormat, MinifloatFormat, as_saturating, parse_format
+from datafree.quant.gptq import GPTQConfig, gptq
+from datafree.quant.graph import prepare, quant_layers, quantize_residuals, share_input_quantizers
+from datafree.quant.quantizer import QuantLayer, QuantSpec
+from datafree.quant.smoothquant import SmoothQuantConfig, smoothquant
+
+ALGORITHMS = {  # in pipeline order
+    "cle": (CLEConfig, cross_layer_equalization),
+    "smoothquant": (SmoothQuantConfig, smoothquant),
+    "adaround": (AdaRoundConfig, adaround),
+    "gptq": (GPTQConfig, gptq),
+    "bias_correction": (BiasCorrectionConfig, bias_correction),
+}
+ALIASES = {"equalization": "cle", "weight_equalization": "cle", "bias_corr": "bias_correction", "bc": "bias_correction",
+           "sq": "smoothquant", "rtn": None, "none": None}
+
+
+@dataclass
+class QuantConfig:
+    weights: str = "int8"
+    activations: str | None = "int8"  # None: weight-only
+    w_granularity: str = "channel"  # tensor | channel | group
+    group_size: int = 32
+    w_observer: str = "mse"  # minmax | percentile | mse
+    a_observer: str = "mse"
+    percentile: float = 99.99
+    scale_type: str = "float"  # float | po2
+    algorithms: list[str] = field(default_factory=list)
+    options: dict = field(default_factory=dict)  # algorithm name -> its config's options
+    edge_bits: int | None = 8  # first and last layer at this many bits of the same family (None: as the rest)
+    quantize_residuals: bool = False  # also quantize the conv outputs that feed residual adds (integer-only)
+
+    def resolved_algorithms(self) -> list[str]:
+        out = []
+        for a in self.algorithms:
+            key = a.strip().lower().replace("-", "_")
+            key = ALIASES.get(key, key)
+            if key is None:
+                continue
+            if key not in ALGORITHMS:
+                raise DatafreeError(f"unknown quantization algorithm '{a}'; choose from {', '.join(ALGORITHMS)}")
+            out.append(key)
+        if "adaround" in out and "gptq" in out:
+            raise DatafreeError("adaround and gptq both choose the weight rounding: pick one")
+        return [k for k in ALGORITHMS if k in out]
+
+    def algorithm_config(self, name: str):
+        cls = ALGORITHMS[name][0]
+        opts = dict(self.options.get(name, {}))
+        known = {f.name for f in fields(cls)}
+        bad = [k for k in opts if k not in known]
+        if bad:
+            raise DatafreeError(f"{name} has no option '{bad[0]}'; options: {', '.join(sorted(known))}")
+        return cls(**opts)
+
+    def specs(self) -> tuple[QuantSpec, QuantSpec | None, tuple[QuantSpec, QuantSpec | None] | None]:
+        wf = parse_format(self.weights)
+        af = parse_format(self.activations) if self.activations else None
+        w = QuantSpec(wf, self.w_granularity, self.group_size, self.scale_type, self.w_observer, self.percentile)
+        a = QuantSpec(af, "tensor", self.group_size, self.scale_type, self.a_observer, self.percentile) if af else None
+        edge = None
+        if self.edge_bits:
+            def widen(f):
+                if f is None or f.bits >= self.edge_bits:
+                    return f
+                if isinstance(f, IntFormat):
+                    return IntFormat(self.edge_bits, f.signed, f.symmetric)
+                if self.edge_bits == 8:
+                    return parse_format("fp8_e4m3")
+                return MinifloatFormat(f.e, self.edge_bits - 1 - f.e)
+            edge = (QuantSpec(widen(wf), w.granularity, w.group_size, w.scale_type, w.observer, w.percentile),
+                    QuantSpec(widen(af), "tensor", a.group_size, a.scale_type, a.observer, a.percentile) if a else None)
+        return w, a, edge
+
+
+def weight_bits(model: nn.Module) -> dict:
+    """Storage of the quantized model: weights at their format's bits, scales and biases in float32."""
+    q_bits = other = fp32 = 0
+    for m in quant_layers(model):
+        n = m.layer.weight.numel()
+        q_bits += n * as_saturating(m.w_spec.fmt).bits
+        rows, cols = len(m.layer.weight), m.layer.weight[0].numel()
+        scales = {"tensor": 1, "channel": rows, "group": rows * -(-cols // m.w_spec.group_size)}[m.w_spec.granularity]
+        other += 32 * (scales + (m.layer.bias.numel() if m.layer.bias is not None else 0))
+        fp32 += 32 * (n + (m.layer.bias.numel() if m.layer.bias is not None else 0))
+    rest = sum(p.numel() for n, p in model.named_parameters() if ".layer." not in f".{n}") * 32
+    total = q_bits + other + rest
+    return {"quantized_bytes": total / 8, "fp32_bytes": (fp32 + rest) / 8, "compression": (fp32 + rest) / max(1, total)}
+
+
+def quantize(model: nn.Module, cfg: QuantConfig, calib: torch.Tensor, progress: bool = True) -> tuple[nn.Module, dict]:
+    """A fake-quantized copy of ``model`` (BN folded) and what each step did; ``calib`` is calibration data
+    in the model's input space (N x C x H x W)."""
+    algos = cfg.resolved_algorithms()
+    w, a, edge = cfg.specs()
+    torch.manual_seed(0)
+    qmodel = prepare(model, w, a, edge)
+    info: dict = {"algorithms": algos, "steps": {}}
+    if cfg.quantize_residuals:
+        info["quantized_residual_inputs"] = quantize_residuals(qmodel)
+    t0 = time.perf_counter()
+
+    def step(name: str, fn, *args) -> None:
+        t = time.perf_counter()
+        if progress:
+            print(f"quantize: {name}", flush=True)
+        out = fn(*args) or {}
+        info["steps"][name] = {**out, "seconds": round(time.perf_counter() - t, 2)}
+
+    for name in ("cle", "smoothquant"):
+        if name in algos:
+            step(name, ALGORITHMS[name][1], qmodel, calib, cfg.algorithm_config(name))
+    step("calibrate_activations", calibrate_activations, qmodel, calib)
+    for name in ("adaround", "gptq", "bias_correction"):
+        if name in algos:
+            step(name, ALGORITHMS[name][1], qmodel, calib, cfg.algorithm_config(name))
+    if cfg.quantize_residuals:  # the shortcut then carries the same quantized tensor as the layer it skips
+        qmodel = share_input_quantizers(qmodel)
+    info["seconds"] = round(time.perf_counter() - t0, 2)
+    info["size"] = weight_bits(qmodel)
+    info["layers"] = [{"name": m.name, "weights": as_saturating(m.w_spec.fmt).name,
+                       "activations": m.a_fmt.name if m.a_fmt is not None else None} for m in quant_layers(qmodel)]
+    return qmodel, info
+
+
+__all__ = ["ALGORITHMS", "AdaRoundConfig", "BiasCorrectionConfig", "CLEConfig", "GPTQConfig", "IntFormat",
+           "MinifloatFormat", "QuantConfig", "QuantLayer", "QuantSpec", "SmoothQuantConfig", "parse_format", "quantize",
+           "synthetic_calibration"]

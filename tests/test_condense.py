@@ -1,0 +1,125 @@
+"""Condensation (DM + DSA), the guide's discriminator, guided / naive-mix / condensed-only distillation."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import datafree
+from datafree.condense import DMConfig, condense
+from datafree.data import ImageSet, load_npz, save_npz
+from datafree.data.dsa import dsa
+from datafree.errors import DatafreeError
+from datafree.synthesis import TeacherInverter
+from datafree.synthesis.guide import Guide, GuideConfig
+from tests.tiny import tiny_cnn, trained_tiny_teacher
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPE = (3, 8, 8)
+
+
+def _real(n_per_class: int = 40, seed: int = 0) -> ImageSet:
+    """The tiny teacher's task as a labelled image set: class c < 3 has channel c bright."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(4).repeat_interleave(n_per_class)
+    x = torch.rand(len(y), *SHAPE, generator=g) * 0.5
+    x[y < 3, y[y < 3]] += 0.5
+    return ImageSet((x * 255).round().to(torch.uint8), y, ["r", "g", "b", "dark"])
+
+
+def test_dsa_is_siamese_with_a_seed_and_differentiable():
+    x = torch.rand(6, 3, 16, 16, requires_grad=True)
+    for seed in range(12):  # covers every transformation
+        a, b = dsa(x, seed=seed), dsa(x.detach().clone(), seed=seed)
+        assert torch.allclose(a, b) and a.shape == x.shape
+    dsa(x, "color_crop_rotate").sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    with pytest.raises(ValueError):
+        dsa(x, "wobble")
+
+
+def test_condensation_loss_decreases_and_keeps_the_npz_format(tmp_path):
+    data = _real()
+    syn, hist = condense(data, DMConfig(ipc=2, iterations=60, batch_real=16, width=32, depth=2, lr=10.0, bf16=False,
+                                        init="noise"), progress=False)
+    first = sum(h["loss"] for h in hist[:10]) / 10
+    last = sum(h["loss"] for h in hist[-10:]) / 10
+    assert last < 0.5 * first
+    assert syn.x.dtype == torch.uint8 and syn.x.shape == (8, *SHAPE) and syn.y.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    save_npz(syn, tmp_path / "c.npz")  # npz round trip: the ../shared format
+    back = load_npz(tmp_path / "c.npz")
+    assert torch.equal(back.x, syn.x) and torch.equal(back.y, syn.y) and back.class_names == syn.class_names
+    with pytest.raises(DatafreeError, match="fewer than ipc"):
+        keep = torch.tensor([0, 40, 41, 80, 81, 120, 121])  # class 0 has a single image
+        condense(ImageSet(data.x[keep], data.y[keep]), DMConfig(ipc=2, iterations=1), progress=False)
+
+
+def test_condense_cli_writes_a_run_dir(tmp_path):
+    save_npz(_real(), tmp_path / "real.npz")
+    r = subprocess.run([sys.executable, "-m", "datafree", "condense", "--data", str(tmp_path / "real.npz"), "--ipc",
+                        "1", "--iterations", "5", "--batch-real", "8", "--out", str(tmp_path / "c"), "--quiet"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(ROOT),
+                                                                                   "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    assert load_npz(tmp_path / "c" / "condensed.npz").x.shape == (4, *SHAPE)
+    rep = json.loads((tmp_path / "c" / "report.json").read_text())
+    assert rep["iterations"] == 5 and rep["images"] == 4 and (tmp_path / "c" / "metrics.jsonl").is_file()
+
+
+def test_discriminator_separates_condensed_features_from_noise():
+    torch.manual_seed(0)
+    inv = TeacherInverter(trained_tiny_teacher(), 4, bf16=False)
+    guide = Guide(GuideConfig(lr_d=2e-3, strategy="flip"), _real(5), inv, "tiny")
+    y = torch.arange(4).repeat(16)
+    with torch.no_grad():
+        _, f_noise = inv.logits_and_features(torch.rand(64, *SHAPE))
+    for _ in range(300):
+        m = guide.update_discriminator(f_noise, y)
+    assert m["guide_d_acc"] > 0.9
+    idx = guide._sample_like(y)
+    with torch.no_grad():
+        _, f_cond = inv.logits_and_features(guide.x[idx])
+        real, fake = guide.disc(f_cond, guide.y[idx]), guide.disc(f_noise, y)
+    assert float((real > 0).float().mean()) > 0.9 and float((fake < 0).float().mean()) > 0.9
+    # the generator's loss is lower for condensed-like features than for noise
+    assert guide.align_loss(f_cond, guide.y[idx]) < guide.align_loss(f_noise, y)
+
+
+TINY = dict(batch_size=16, kd_steps=4, synth_every=2, channels_last=False, bf16=False)
+TINY_SYNTH = dict(batch_size=16, nz=8, ngf=8, g_steps=1)
+
+
+@pytest.mark.parametrize("mode,synth", [("guided", "generator"), ("mix", "generator"), ("mix", "none")])
+def test_guided_mix_and_condensed_only_runs_report_the_data_they_used(tmp_path, mode, synth):
+    cond = _real(2)
+    save_npz(cond, tmp_path / "cond.npz")
+    res = datafree.distill(trained_tiny_teacher(), tiny_cnn(), input_shape=SHAPE, num_classes=4, rounds=2, seed=0,
+                           out=str(tmp_path / "run"), synth={} if synth == "none" else TINY_SYNTH,
+                           guide=str(tmp_path / "cond.npz"),
+                           guide_opts={"mode": mode}, synthesizer=synth, replay="none" if synth == "none" else
+                           "memory-bank", eval_data=(torch.rand(8, *SHAPE), torch.arange(8) % 4), progress=False,
+                           **TINY)
+    rep = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert "8 images" in rep["data_used"] and "per class 0: 2, 1: 2, 2: 2, 3: 2" in rep["data_used"]
+    assert not rep["data_used"].startswith("none")
+    md = (tmp_path / "run" / "report.md").read_text()
+    assert "per class" in md
+    if mode == "guided":
+        assert "guide_d_loss" in res.history[-1] and "loss_align" in res.history[-1]
+    if synth == "none":
+        assert res.summary["synthetic_images"] == 0
+
+
+def test_guide_with_wrong_shape_is_one_clear_error(tmp_path):
+    save_npz(ImageSet(torch.zeros(4, 3, 5, 5, dtype=torch.uint8), torch.arange(4)), tmp_path / "bad.npz")
+    with pytest.raises(DatafreeError, match="guide images have shape"):
+        datafree.distill(trained_tiny_teacher(), tiny_cnn(), input_shape=SHAPE, num_classes=4, rounds=1,
+                         guide=str(tmp_path / "bad.npz"), synth=TINY_SYNTH, progress=False, **TINY)
+    with pytest.raises(DatafreeError, match="--guide"):
+        datafree.distill(trained_tiny_teacher(), tiny_cnn(), input_shape=SHAPE, num_classes=4, rounds=1,
+                         synthesizer="none", progress=False, **TINY)
