@@ -384,3 +384,17 @@ def test_sweep_marks_the_pareto_front(tmp_path):
     rows = sweep(teacher, x, x, teacher(x).argmax(1).detach(), [parse_format("int4"), parse_format("e2m1")],
                  [parse_format("int8")], [[]], tmp_path / "s.csv", load_table(), progress=False)
     assert len(rows) == 2 and any(r["pareto"] for r in rows) and (tmp_path / "s.csv").is_file()
+
+
+def test_compiled_minifloat_rounding_matches_the_exact_one():
+    from datafree.quant.formats import _fast_round, as_saturating
+
+    fast = _fast_round()
+    if fast is None:
+        pytest.skip("torch.compile is unavailable here: the eager rounding is used")
+    x = torch.randn(1 << 16) * 50
+    for name in ("fp8_e4m3", "fp8_e5m2", "fp6_e3m2", "fp6_e2m3", "fp4_e2m1", "e3m4", "e1m2"):
+        f = as_saturating(parse_format(name))
+        exact = f.round(x.double()).float()  # float64 input: the eager path
+        assert torch.equal(fast(x, f.m, f.min_normal_exp, f.max_value), exact), name
+        assert torch.equal(f.round(x), exact), name  # what the quantizer calls on a large tensor
