@@ -8,8 +8,9 @@ activations), FP4 E2M1 weights with FP8 or FP6 activations; each with round-to-n
 algorithm (CLE, SmoothQuant, bias correction, GPTQ, AdaRound - for weights below 8 bits - and GPTQ +
 bias correction), calibrated on 512 synthetic images (inverted from the model: no real image); and
 round-to-nearest, GPTQ and AdaRound calibrated on 512 real training images (train_subset.npz).
-Accuracy on the full 10k test set, fp32 fake-quant.  First and last layers at 8 bits of the same family.  Then the W8A8 model (synthetic calibration, residual inputs quantized) goes
-to ONNX QDQ and is timed against the FP32 ONNX model in onnxruntime at batch 64.  Writes
+Accuracy on the full 10k test set, fp32 fake-quant.  First and last layers at 8 bits of the same family.
+Then the W8A8 model (synthetic calibration, residual inputs quantized) goes to ONNX QDQ and is timed
+against the FP32 ONNX model in onnxruntime at batch 64.  Writes
 benchmarks/results/cifar10_ptq.json.  Run it with nothing else busy on the machine.
 """
 

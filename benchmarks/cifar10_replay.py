@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shlex
 import sys
 from pathlib import Path
 
 import datafree
 from datafree.api import machine_info
-from datafree.experiments import markdown_table, replay_bars, run_variants
+from datafree.experiments import bank_options, markdown_table, replay_bars, run_variants
 from datafree.io.atomic import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,15 +53,8 @@ def main() -> None:
         kind, _, size = name.partition("@")  # memory-bank@200000: a bank of that many samples
         opts: dict = {}
         if kind == "memory-bank":
-            size = size or a.bank
-            if size.endswith("x"):
-                if "vae" not in res:
-                    sys.exit("--bank 10x needs the vae variant first (or give --bank in bytes/samples)")
-                opts["capacity_bytes"] = math.ceil(float(size[:-1]) * res["vae"]["replay_footprint"]["bytes"]) + 4096
-            elif size.isdigit():
-                opts["capacity"] = int(size)
-            else:
-                opts["capacity_bytes"] = size
+            vae = res["vae"]["replay_footprint"]["bytes"] if "vae" in res else None
+            opts = bank_options(size or a.bank, vae)
         res.update(run_variants({name: dict(replay=kind, replay_opts=opts, **common)}, datafree.distill, a.out,
                                 a.resume))
     out = Path(a.results)

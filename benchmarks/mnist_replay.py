@@ -21,7 +21,7 @@ import datafree
 from datafree.api import machine_info
 from datafree.data import load_mnist5k
 from datafree.demo import DEMO_DISTILL, DEMO_SYNTH
-from datafree.experiments import markdown_table, replay_bars, run_variants
+from datafree.experiments import bank_options, markdown_table, replay_bars, run_variants
 from datafree.io.atomic import atomic_write_text
 from datafree.models import create_model, load_weights
 from datafree.report import plot_runs
@@ -48,9 +48,7 @@ def main() -> None:
                   eval_data=load_mnist5k("test"), synth=DEMO_SYNTH, **DEMO_DISTILL)
     res: dict[str, dict] = {}
     for name in ("none", "vae", "memory-bank"):
-        opts = {}
-        if name == "memory-bank":
-            opts["capacity_bytes"] = 10 * res["vae"]["replay_footprint"]["bytes"] + 4096  # >= 10x in samples too
+        opts = bank_options("10x", res["vae"]["replay_footprint"]["bytes"]) if name == "memory-bank" else {}
         res.update(run_variants({name: dict(replay=name, replay_opts=opts, **common)}, datafree.distill, out,
                                 a.resume))
     results = Path(a.results)

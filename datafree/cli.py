@@ -72,16 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "vae (PRE-DFKD generative pseudo replay, stores no sample) or none")
     d.add_argument("--replay-opt", type=_kv, action="append", default=[], metavar="KEY=VALUE",
                    help="replay option, repeatable. memory-bank: capacity=N (samples), capacity_bytes=40MB, "
-                   "policy=reservoir|fifo, ratio=0.5, add_every=1, add_fraction=1.0; vae: ratio=0.5, lr=5e-4, "
-                   "schedule=constant|cosine, steps=1, latent=64, width=16, logit=1.0, kl=1e-4, "
-                   "self_replay=0.25, block=128, nudge_steps=1")
+                   "policy=reservoir|fifo, ratio=0.5, add_every=1, add_fraction=1.0; vae: ratio=0.25, lr=5e-4, "
+                   "schedule=constant|cosine, steps=1, latent_channels=2, latent_side=16, width=16, logit=0.1, "
+                   "kl=1e-5, self_replay=0.25, block=128, nudge_steps=1, nudge_bn=0, min_updates=100")
     d.add_argument("--guide", help="condensed set or k real images per class (npz / folder) that guides the "
                    "inversion (Condensed Data Expansion) and joins the student's data; the report lists it")
     d.add_argument("--guide-mode", choices=["guided", "mix"], default="guided",
                    help="guided: a feature discriminator steers the generator towards the guide samples (default); "
                    "mix: the samples only join the student's data (the naive baseline)")
     d.add_argument("--guide-opt", type=_kv, action="append", default=[], metavar="KEY=VALUE",
-                   help="guide option, repeatable: adv=0.5 (alignment weight), ratio=0.25 (share of student batch), "
+                   help="guide option, repeatable: adv=0.5 (alignment weight), ratio=0.1 (share of student batch), "
                    "lr_d=2e-4, d_steps=1, hidden=256, strategy=color_crop_cutout_flip_scale_rotate")
     d.add_argument("--novel-window", type=int, help="the newest synthetic samples the student draws its "
                    "non-replay share from (default: as many as one round synthesizes)")

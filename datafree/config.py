@@ -62,6 +62,21 @@ def _load_own(text: str) -> dict:
     return root
 
 
+def make_strategy_config(registry: dict, kind: str, name: str, overrides: dict):
+    """The config dataclass registered under ``name`` (registry: name -> (config class, implementation)),
+    built from ``overrides``; unknown names and options are one clear error."""
+    from datafree.errors import DatafreeError
+
+    if name not in registry:
+        raise DatafreeError(f"unknown {kind} '{name}'; choose one of {', '.join(registry)}")
+    cls = registry[name][0]
+    known = {f.name for f in dataclasses.fields(cls)}
+    bad = [k for k in overrides if k not in known]
+    if bad:
+        raise DatafreeError(f"{kind} '{name}' has no option '{bad[0]}'; options: {', '.join(sorted(known)) or 'none'}")
+    return cls(**overrides)
+
+
 def from_dict(cls, data: dict):
     """Build dataclass ``cls`` from ``data``, recursing into dataclass-typed fields."""
     kwargs = {}

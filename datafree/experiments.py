@@ -9,6 +9,7 @@ time split and the accuracy history, and draws all accuracy curves in one PNG.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,6 +51,16 @@ def run_variants(variants: dict[str, dict], run: Callable[..., object], out_root
     if plot:
         plot_runs({k: v["history"] for k, v in results.items()}, plot, title or "held-out accuracy over the run")
     return results
+
+
+def bank_options(size: str, vae_bytes: int | None = None) -> dict:
+    """Memory-bank options for a size given as samples ("200000"), bytes ("40MB") or a multiple of the VAE's
+    measured footprint ("10x"; one sample of slack so that the bank holds at least that many bytes)."""
+    if size.endswith("x"):
+        if vae_bytes is None:
+            raise ValueError("a bank sized relative to the VAE needs the VAE's footprint (run the vae variant first)")
+        return {"capacity_bytes": math.ceil(float(size[:-1]) * vae_bytes) + 4096}
+    return {"capacity": int(size)} if size.isdigit() else {"capacity_bytes": size}
 
 
 def markdown_table(results: dict[str, dict]) -> str:

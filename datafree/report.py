@@ -33,14 +33,22 @@ def plot_runs(histories: dict[str, list[dict]], path, title: str = "held-out acc
     ax.grid(alpha=0.3)
     if len(curves) > 1:
         ax.legend(fontsize=8)
-    fig.tight_layout()
+    save_figure(fig, path)
+    return True
+
+
+def save_figure(fig, path, tight: bool = True, pad: float = 1.08) -> None:
+    """Write a matplotlib figure atomically (temp file + rename) and close it."""
+    import os
+
+    import matplotlib.pyplot as plt
+
+    if tight:
+        fig.tight_layout(pad=pad)
     tmp = str(path) + ".tmp.png"
     fig.savefig(tmp)
     plt.close(fig)
-    import os
-
     os.replace(tmp, path)
-    return True
 
 
 def write_report(run: RunDir, report: dict, history: list[dict], title: str) -> None:
@@ -137,11 +145,5 @@ def save_grid(ds, path, per_row: int | None = None) -> bool:
             if k < len(idx):
                 img = ds.x[idx[k]].permute(1, 2, 0).numpy()
                 ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
-    fig.tight_layout(pad=0.1)
-    tmp = str(path) + ".tmp.png"
-    fig.savefig(tmp)
-    plt.close(fig)
-    import os
-
-    os.replace(tmp, path)
+    save_figure(fig, path, pad=0.1)
     return True

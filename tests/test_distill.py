@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,6 +14,7 @@ import datafree
 from datafree.config import load_yaml
 from datafree.distill import kd_loss, summarize
 from datafree.io.safetensors import load_safetensors
+from tests.procs import full_and_killed_then_resumed
 from tests.tiny import tiny_cnn, trained_tiny_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,20 +77,8 @@ def _cli(out: Path, *extra: str) -> list[str]:
 
 
 def test_resume_after_kill9_reproduces_the_uninterrupted_weights(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    full, killed = tmp_path / "full", tmp_path / "killed"
-    subprocess.run(_cli(full), cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
-    proc = subprocess.Popen(_cli(killed), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    full, killed = full_and_killed_then_resumed(_cli, tmp_path, kill_after_rows=2)
     metrics = killed / "metrics.jsonl"
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "student.safetensors").exists(), "the run finished before it could be killed"
-    subprocess.run(_cli(killed, "--resume"), cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
     a, b = load_safetensors(full / "student.safetensors"), load_safetensors(killed / "student.safetensors")
     assert a.keys() == b.keys()
     for k in a:

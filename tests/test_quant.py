@@ -203,7 +203,7 @@ def test_gptq_layer_error_is_below_round_to_nearest():
         rtn = quantize_weight(w, spec, s)
         h = 2 * x.t().double() @ x.double() / len(x)
         f = parse_format(fmt)
-        q = gptq_weight(w, h, lambda col, j: qdq(col, f, s[:, 0].double()), act_order=True, block_size=8)
+        q = gptq_weight(w, h, lambda col, j, f=f, s=s: qdq(col, f, s[:, 0].double()), act_order=True, block_size=8)
         assert torch.allclose(q / s, (q / s).round(), atol=1e-5) or fmt == "e2m1"
         err = [float((x @ (v - w).t()).pow(2).mean()) for v in (rtn, q)]
         assert err[1] < 0.8 * err[0], (fmt, err)

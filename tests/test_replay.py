@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +16,7 @@ from datafree.io.safetensors import load_safetensors
 from datafree.models.vae import ConvVAE
 from datafree.replay import MemoryBankConfig, ReplayContext, VAEReplayConfig, build_replay, make_replay_config
 from datafree.synthesis import SamplePool, TeacherInverter
+from tests.procs import full_and_killed_then_resumed
 from tests.tiny import tiny_cnn, trained_tiny_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -280,20 +277,7 @@ def _cli(out: Path, *extra: str) -> list[str]:
 
 
 def test_vae_run_killed_with_sigkill_resumes_to_the_same_weights(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    full, killed = tmp_path / "full", tmp_path / "killed"
-    subprocess.run(_cli(full), cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
-    proc = subprocess.Popen(_cli(killed), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    metrics = killed / "metrics.jsonl"
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "student.safetensors").exists(), "the run finished before it could be killed"
-    subprocess.run(_cli(killed, "--resume"), cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
+    full, killed = full_and_killed_then_resumed(_cli, tmp_path, kill_after_rows=3)
     a, b = load_safetensors(full / "student.safetensors"), load_safetensors(killed / "student.safetensors")
     for k in a:
         assert torch.equal(a[k], b[k]), k

@@ -86,7 +86,7 @@ def _optimize(roundings: list[_Rounding], fwd, x_q: torch.Tensor, y: torch.Tenso
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return float(rec)
+    return float(rec.detach())
 
 
 def _unit_io(model: nn.Module, unit: nn.Module, calib: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

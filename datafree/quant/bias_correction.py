@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from datafree.quant.calib import batches, float_mode
+from datafree.quant.calib import float_mode, stream
 from datafree.quant.graph import quant_layers
 
 
@@ -26,29 +26,12 @@ class BiasCorrectionConfig:
 
 @torch.no_grad()
 def _channel_mean(model: nn.Module, layer: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Mean of ``layer``'s output per channel over ``x`` (the forward stops at the layer)."""
+    """Mean of ``layer``'s output per channel over ``x`` (each forward stops at the layer)."""
     total, count = None, 0
-
-    class _Stop(Exception):
-        pass
-
-    def post(mod, args, out):
-        nonlocal total, count
-        dims = [d for d in range(out.dim()) if d != 1]
-        s = out.detach().sum(dims)
+    for _, out in stream(model, layer, x, batch_size):
+        s = out.sum([d for d in range(out.dim()) if d != 1])
         total = s if total is None else total + s
         count += out.numel() // out.shape[1]
-        raise _Stop
-
-    h = layer.register_forward_hook(post)
-    try:
-        for b in batches(x, batch_size):
-            try:
-                model(b)
-            except _Stop:
-                pass
-    finally:
-        h.remove()
     return total / count
 
 

@@ -48,19 +48,19 @@ def run(model: nn.Module, x: torch.Tensor, batch_size: int = 128) -> torch.Tenso
 
 
 @torch.no_grad()
-def capture(model: nn.Module, target: nn.Module, x: torch.Tensor, batch_size: int = 128,
-            outputs: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The inputs (first positional argument) and outputs of ``target`` when ``model`` runs on ``x``;
-    the forward pass stops at ``target`` when its outputs are not needed downstream."""
-    ins, outs = [], []
+def stream(model: nn.Module, target: nn.Module, x: torch.Tensor, batch_size: int = 128,
+           outputs: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Per batch of ``x``: the input (first positional argument) and output of ``target`` inside
+    ``model``; each forward pass stops at ``target``."""
+    got: list = []
 
     def pre(mod, args):
-        ins.append(args[0].detach())
+        got.append(args[0].detach())
         if not outputs:
             raise _Stop
 
     def post(mod, args, out):
-        outs.append(out.detach())
+        got.append(out.detach())
         raise _Stop
 
     h1 = target.register_forward_pre_hook(pre)
@@ -68,15 +68,23 @@ def capture(model: nn.Module, target: nn.Module, x: torch.Tensor, batch_size: in
     model.eval()
     try:
         for b in batches(x, batch_size):
+            got.clear()
             try:
                 model(b)
             except _Stop:
                 pass
+            yield got[0], (got[1] if outputs else None)
     finally:
         h1.remove()
         if h2 is not None:
             h2.remove()
-    return torch.cat(ins), (torch.cat(outs) if outputs else None)
+
+
+def capture(model: nn.Module, target: nn.Module, x: torch.Tensor, batch_size: int = 128,
+            outputs: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The inputs and (optionally) outputs of ``target`` when ``model`` runs on ``x``."""
+    pairs = list(stream(model, target, x, batch_size, outputs))
+    return torch.cat([p[0] for p in pairs]), (torch.cat([p[1] for p in pairs]) if outputs else None)
 
 
 @torch.no_grad()

@@ -22,6 +22,7 @@ from datafree.io.atomic import atomic_write_text
 from datafree.progress import Progress
 from datafree.quant import QuantConfig, quantize
 from datafree.quant.formats import Format, IntFormat, MinifloatFormat, format_splits
+from datafree.report import save_figure
 
 FIELDS = ["weights", "activations", "w_bits", "a_bits", "algorithms", "accuracy", "luts", "ffs", "depth",
           "acc_bits", "quantized_bytes", "seconds", "pareto"]
@@ -124,9 +125,5 @@ def plot_pareto(rows: list[dict], path: str | os.PathLike, title: str) -> bool:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    tmp = str(path) + ".tmp.png"
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
     return True

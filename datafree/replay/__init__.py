@@ -10,9 +10,9 @@ protocol in ``base.py`` and composes with any synthesizer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
-from datafree.errors import DatafreeError
+from datafree.config import make_strategy_config
 from datafree.replay.base import NoReplay, Replay, ReplayContext
 from datafree.replay.memory_bank import MemoryBank, MemoryBankConfig
 from datafree.replay.vae import VAEReplay, VAEReplayConfig
@@ -31,14 +31,7 @@ REPLAYS = {
 
 
 def make_replay_config(name: str, **overrides):
-    if name not in REPLAYS:
-        raise DatafreeError(f"unknown replay '{name}'; choose one of {', '.join(REPLAYS)}")
-    cls = REPLAYS[name][0]
-    known = {f.name for f in fields(cls)}
-    bad = [k for k in overrides if k not in known]
-    if bad:
-        raise DatafreeError(f"replay '{name}' has no option '{bad[0]}'; options: {', '.join(sorted(known)) or 'none'}")
-    return cls(**overrides)
+    return make_strategy_config(REPLAYS, "replay", name, overrides)
 
 
 def build_replay(name: str, cfg, ctx: ReplayContext) -> Replay:

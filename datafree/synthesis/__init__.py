@@ -6,9 +6,9 @@ Registry: name -> (config dataclass, implementation).  Every implementation foll
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
-from datafree.errors import DatafreeError
+from datafree.config import make_strategy_config
 from datafree.synthesis.base import SynthBatch, Synthesizer, TeacherInverter
 from datafree.synthesis.generator import GeneratorConfig, GeneratorSynthesizer
 from datafree.synthesis.pixel import PixelConfig, PixelSynthesizer
@@ -43,14 +43,7 @@ SYNTHESIZERS = {
 
 
 def make_config(name: str, **overrides):
-    if name not in SYNTHESIZERS:
-        raise DatafreeError(f"unknown synthesizer '{name}'; choose one of {', '.join(SYNTHESIZERS)}")
-    cls = SYNTHESIZERS[name][0]
-    known = {f.name for f in fields(cls)}
-    bad = [k for k in overrides if k not in known]
-    if bad:
-        raise DatafreeError(f"synthesizer '{name}' has no option '{bad[0]}'; options: {', '.join(sorted(known))}")
-    return cls(**overrides)
+    return make_strategy_config(SYNTHESIZERS, "synthesizer", name, overrides)
 
 
 def build_synthesizer(name: str, cfg, inverter: TeacherInverter, input_shape) -> Synthesizer:

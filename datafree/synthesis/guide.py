@@ -42,7 +42,7 @@ class GuideConfig:
     lr_d: float = 2e-4
     d_steps: int = 1  # discriminator updates per synthesis call
     hidden: int = 256
-    ratio: float = 0.25  # share of each student batch drawn from the guide samples
+    ratio: float = 0.1  # share of each student batch drawn from the guide samples
     strategy: str = DEFAULT_STRATEGY  # DSA on guide samples (discriminator and student)
 
 
