@@ -2,6 +2,7 @@
 
     python benchmarks/cifar10_ptq.py              # the full table (~2 h), then ONNX INT8 vs FP32 latency
     python benchmarks/cifar10_ptq.py --resume     # reuse rows already measured (runs/bench_cifar10_ptq/rows.jsonl)
+    python benchmarks/cifar10_ptq.py --resume --algorithms 'rtn;gptq'   # a cheap pass first, formats in the given order
 
 Rows: integer W8A8, W6A6, W4A8, W4A4 and minifloat FP8 E4M3 / E5M2, FP6 (E2M3 weights, E3M2
 activations), FP4 E2M1 weights with FP8 or FP6 activations; each with round-to-nearest and with every
@@ -59,6 +60,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=512)
     ap.add_argument("--formats", default=",".join(f[0] for f in FORMATS), help="comma-separated row labels")
     ap.add_argument("--calib", default="synthetic,real")
+    ap.add_argument("--algorithms", help="only these algorithm sets, ';'-separated, e.g. 'rtn;gptq' (default all): "
+                    "a first pass over every format with the cheap sets, then a --resume pass for the rest")
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     a = ap.parse_args()
     if not SHARED.is_dir():
@@ -89,11 +92,15 @@ def main() -> None:
     else:
         rows_file.write_text("")
     labels = a.formats.split(",")
-    for label, w, act in [f for f in FORMATS if f[0] in labels]:
+    unknown = set(labels) - {f[0] for f in FORMATS}
+    if unknown:
+        sys.exit(f"unknown --formats {sorted(unknown)}; choose from {[f[0] for f in FORMATS]}")
+    only = set(a.algorithms.split(";")) if a.algorithms else None
+    for label, w, act in sorted((f for f in FORMATS if f[0] in labels), key=lambda f: labels.index(f[0])):
         for kind in calib:
             for algos in algorithms_for(w, kind):
                 key = (label, kind, "+".join(algos or ["rtn"]))
-                if key in done:
+                if key in done or (only is not None and key[2] not in only):
                     continue
                 t0 = time.time()
                 q, info = quantize(model, QuantConfig(weights=w, activations=act, algorithms=algos, options=OPTIONS),

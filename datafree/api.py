@@ -6,6 +6,7 @@ import dataclasses
 import os
 import platform
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -216,6 +217,8 @@ def _calibration_data(calib, model: nn.Module, meta: ModelMeta, n: int, seed: in
         return x, f"synthetic: {n} images inverted from the model (BN statistics, DeepInversion); no real image"
     if isinstance(calib, torch.Tensor):
         return calib[:n].float(), f"{min(n, len(calib))} images given by the caller"
+    if isinstance(calib, (str, os.PathLike)) and str(calib).endswith(".safetensors"):
+        return _saved_calibration(calib, meta, n)
     ds = load_dataset(str(calib)) if isinstance(calib, (str, os.PathLike)) else calib
     if tuple(ds.x.shape[1:]) != tuple(meta.input_shape):
         raise DatafreeError(f"calibration images have shape {tuple(ds.x.shape[1:])} but the model takes "
@@ -224,6 +227,27 @@ def _calibration_data(calib, model: nn.Module, meta: ModelMeta, n: int, seed: in
     idx = torch.randperm(len(ds), generator=g)[:n]
     x = normalize(ds.x[idx].float() / 255, meta.mean, meta.std)
     return x, f"real: {len(idx)} images from {calib if isinstance(calib, (str, os.PathLike)) else 'the given set'}"
+
+
+def _saved_calibration(path, meta: ModelMeta, n: int) -> tuple[torch.Tensor, str]:
+    """A calibration set a quantize / sweep run saved (``calib.safetensors``): reused as it was made."""
+    from datafree.io.safetensors import load_safetensors, read_metadata
+
+    if not Path(path).is_file():
+        raise DatafreeError(f"calibration file {path} does not exist")
+    x = load_safetensors(path).get("images")
+    if x is None or tuple(x.shape[1:]) != tuple(meta.input_shape):
+        got = None if x is None else tuple(x.shape[1:])
+        raise DatafreeError(f"{path} holds no 'images' tensor of shape (N, {', '.join(map(str, meta.input_shape))})"
+                            f" (found {got}); pass a calib.safetensors written by datafree quantize / sweep")
+    desc = read_metadata(path).get("description", "saved calibration set")
+    return x[:n].float(), f"{desc} (reused from {path}, {min(n, len(x))} images)"
+
+
+def _save_calibration(run: RunDir, x: torch.Tensor, desc: str) -> None:
+    from datafree.io.safetensors import save_safetensors
+
+    save_safetensors({"images": x.contiguous()}, run.file("calib.safetensors"), {"description": desc})
 
 
 def quantize(model: nn.Module | str, config=None, calib=None, *, weights: str | None = None,
@@ -247,6 +271,8 @@ def quantize(model: nn.Module | str, config=None, calib=None, *, weights: str | 
     t0 = time.time()
     x, calib_desc = _calibration_data(calib, model, meta, calib_samples, seed, progress)
     t_calib = time.time() - t0
+    if run:  # reusable with --calib run/calib.safetensors (synthesis of 512 images takes minutes on a CPU)
+        _save_calibration(run, x, calib_desc)
     qmodel, info = run_quant(model, cfg, x, progress)
     ex, ey = _eval_tensors(eval_data, meta)
     report = {"kind": "post-training quantization", "model": meta.name, "config": to_dict(cfg),
@@ -277,7 +303,7 @@ def quantize(model: nn.Module | str, config=None, calib=None, *, weights: str | 
 
 def export_report(model: nn.Module, qmodel: nn.Module, meta: ModelMeta, run: RunDir, ex, progress: bool = True) -> dict:
     """FP32 and INT8 ONNX in the run dir, their agreement with the PyTorch models and their latency."""
-    from datafree.export import export_onnx, latency, run_onnx
+    from datafree.export import compare_latency, export_onnx, run_onnx
 
     fp32 = export_onnx(model, run.file("model_fp32.onnx"), meta.input_shape)
     int8 = export_onnx(qmodel, run.file("model_int8.onnx"), meta.input_shape, int8=True)
@@ -292,8 +318,8 @@ def export_report(model: nn.Module, qmodel: nn.Module, meta: ModelMeta, run: Run
                                      "mean_abs_logit": float(ref.abs().mean()),
                                      "top1_agreement": float((got.argmax(1) == ref.argmax(1)).float().mean()),
                                      "images": len(xs)}
-    out["latency_fp32"] = latency(fp32, meta.input_shape, batch=64)
-    out["latency_int8"] = latency(int8, meta.input_shape, batch=64)
+    lat = compare_latency({"fp32": fp32, "int8": int8}, meta.input_shape, batch=64)
+    out["latency_fp32"], out["latency_int8"] = lat["fp32"], lat["int8"]
     out["speedup_batch64"] = out["latency_fp32"]["median_ms"] / out["latency_int8"]["median_ms"]
     return out
 
@@ -316,6 +342,7 @@ def sweep(model: nn.Module | str, *, weights: str | None = None, eval_data=None,
     meta = model_meta(model, input_shape, num_classes, mean, std)
     run = RunDir(out)
     x, desc = _calibration_data(calib, model, meta, calib_samples, seed, progress)
+    _save_calibration(run, x, desc)
     ex, ey = _eval_tensors(eval_data, meta)
     ex, ey = ex[:eval_samples], ey[:eval_samples]
 

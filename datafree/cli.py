@@ -151,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--quantize-residuals", action="store_true",
                    help="also quantize residual-add inputs (integer-only inference; on with --onnx)")
     q.add_argument("--calib", default="synthetic",
-                   help="'synthetic' (default: inverted from the model, no real data) or real data: npz / folder")
+                   help="'synthetic' (default: inverted from the model, no real data), real data (npz / folder), or a "
+                        "calib.safetensors an earlier quantize / sweep run saved (reused as it was made)")
     q.add_argument("--calib-samples", type=int, default=512)
     q.add_argument("--eval-data", help="held-out npz / folder / mnist5k:test, for reporting only")
     q.add_argument("--onnx", action="store_true", help="export FP32 and INT8 (QDQ) ONNX and time both in "
@@ -169,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--weights", required=True)
     w.add_argument("--eval-data", required=True, help="held-out data for the accuracy axis")
     w.add_argument("--eval-samples", type=int, default=2000)
-    w.add_argument("--calib", default="synthetic", help="'synthetic' (default) or real data")
+    w.add_argument("--calib", default="synthetic",
+                   help="'synthetic' (default), real data (npz / folder) or a saved calib.safetensors")
     w.add_argument("--calib-samples", type=int, default=512)
     w.add_argument("--w-bits", default="3-8", help="weight bit widths, e.g. 3-8 or 4,8 (default 3-8)")
     w.add_argument("--a-bits", default="4,6,8", help="activation bit widths (default 4,6,8)")

@@ -303,8 +303,20 @@ def test_quantize_cli_end_to_end_with_real_and_synthetic_calibration(tmp_path):
         rep = json.loads((out / "report.json").read_text())
         assert rep["algorithms"] == ["gptq", "bias_correction"] and 0 <= rep["accuracy"] <= 1
         assert rep["calibration"].startswith("real" if calib.endswith("npz") else "synthetic")
-        for f in ("config.yaml", "quantized.safetensors", "report.md"):
+        for f in ("config.yaml", "quantized.safetensors", "report.md", "calib.safetensors"):
             assert (out / f).is_file()
+    # the saved synthetic calibration set is reused as it was made: the same quantized weights
+    reuse = tmp_path / "reuse"
+    r = subprocess.run([*base, "--calib", str(tmp_path / "synthetic" / "calib.safetensors"), "--out", str(reuse)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    assert "reused from" in json.loads((reuse / "report.json").read_text())["calibration"]
+    from datafree.io.safetensors import load_safetensors
+
+    a, b = load_safetensors(tmp_path / "synthetic" / "quantized.safetensors"), load_safetensors(
+        reuse / "quantized.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     bad = subprocess.run([*base, "--w", "int99", "--out", str(tmp_path / "bad")], cwd=ROOT, capture_output=True,
                          text=True, timeout=120, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "int99" in bad.stderr

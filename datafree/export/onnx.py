@@ -152,3 +152,24 @@ def latency(path: str | os.PathLike, input_shape: tuple[int, ...], batch: int = 
     return {"batch": batch, "median_ms": 1e3 * float(np.median(times)), "mean_ms": 1e3 * float(np.mean(times)),
             "p90_ms": 1e3 * float(np.percentile(times, 90)), "repeats": repeats,
             "threads": sess.get_session_options().intra_op_num_threads}
+
+
+def compare_latency(paths: dict[str, str | os.PathLike], input_shape: tuple[int, ...], batch: int = 64,
+                    repeats: int = 60, warmup: int = 5, threads: int | None = None) -> dict[str, dict]:
+    """``latency`` for several models with their runs interleaved (A B A B ...), so a slow spell of the
+    machine weighs on every model alike instead of on whichever happened to run then."""
+    sessions = {k: session(p, threads) for k, p in paths.items()}
+    x = np.random.default_rng(0).standard_normal((batch, *input_shape)).astype(np.float32)
+    feeds = {k: {s.get_inputs()[0].name: x} for k, s in sessions.items()}
+    for _ in range(warmup):
+        for k, s in sessions.items():
+            s.run(None, feeds[k])
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    for _ in range(repeats):
+        for k, s in sessions.items():
+            t0 = time.perf_counter()
+            s.run(None, feeds[k])
+            times[k].append(time.perf_counter() - t0)
+    return {k: {"batch": batch, "median_ms": 1e3 * float(np.median(t)), "mean_ms": 1e3 * float(np.mean(t)),
+                "p90_ms": 1e3 * float(np.percentile(t, 90)), "repeats": repeats, "interleaved": True,
+                "threads": sessions[k].get_session_options().intra_op_num_threads} for k, t in times.items()}

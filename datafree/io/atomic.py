@@ -37,7 +37,7 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".datafree-write-test"
+        probe = path / f".datafree-write-test-{os.getpid()}"  # per process: two runs may share a dir
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:

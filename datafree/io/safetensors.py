@@ -63,3 +63,14 @@ def load_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         t = torch.frombuffer(buf, dtype=torch.uint8) if buf else torch.empty(0, dtype=torch.uint8)
         out[name] = t.view(dtype).reshape(info["shape"]).clone()
     return out
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The ``__metadata__`` strings of a safetensors file (empty when it has none)."""
+    with open(path, "rb") as f:
+        try:
+            (n,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(n))
+        except (struct.error, ValueError, UnicodeDecodeError):
+            raise DatafreeError(f"'{path}' is not a valid safetensors file") from None
+    return dict(header.get("__metadata__", {}))

@@ -134,7 +134,10 @@ class MinifloatFormat:
                 and x.numel() >= FAST_MIN_NUMEL and not x.requires_grad:
             fast = _fast_round()
             if fast is not None:  # the same arithmetic, fused by torch.compile (10x on activations)
-                return fast(x, self.m, self.min_normal_exp, self.max_value)
+                # one grad mode and the format's constants as 0-d tensors: one graph for every format
+                # (a grad-mode switch or a new Python constant would recompile until dynamo gives up)
+                with torch.no_grad():
+                    return fast(x, *_consts(self.m, self.min_normal_exp, self.max_value))
         # exact in float32 too: steps are powers of two, so x / step and round(.) * step lose nothing
         xd = x if x.dtype in (torch.float32, torch.float64) else x.float()
         a = xd.abs()
@@ -190,8 +193,13 @@ FAST_MIN_NUMEL = 1 << 16  # smaller tensors (weights, tests) stay eager: compili
 _FAST: list = []
 
 
-def _round_core(x: torch.Tensor, m: int, min_exp: int, big: float) -> torch.Tensor:
-    """Saturating minifloat rounding with subnormals, finite inputs: MinifloatFormat.round's arithmetic."""
+def _consts(m: int, min_exp: int, big: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return torch.tensor(float(m)), torch.tensor(float(min_exp)), torch.tensor(float(big))
+
+
+def _round_core(x: torch.Tensor, m: torch.Tensor, min_exp: torch.Tensor, big: torch.Tensor) -> torch.Tensor:
+    """Saturating minifloat rounding with subnormals, finite inputs: MinifloatFormat.round's arithmetic
+    (the constants are float32 0-d tensors; every value involved is exact in float32)."""
     a = x.abs()
     _, ex = torch.frexp(a)
     step = torch.exp2(torch.clamp(ex.to(a.dtype) - 1, min=min_exp) - m)
@@ -206,7 +214,8 @@ def _fast_round():
         if os.environ.get("DATAFREE_COMPILE", "1") != "0":
             try:
                 fn = torch.compile(_round_core, dynamic=True)
-                fn(torch.linspace(-3, 3, 1 << 16), 3, -6, 448.0)  # compile now: fail here, not mid-model
+                with torch.no_grad():  # compile now: fail here, not mid-model
+                    fn(torch.linspace(-3, 3, 1 << 16), *_consts(3, -6, 448.0))
             except Exception:  # noqa: BLE001 - no C++ toolchain, unsupported platform: stay eager
                 fn = None
         _FAST.append(fn)
