@@ -36,6 +36,14 @@ def _kv(s: str) -> tuple[str, object]:
         return k.replace("-", "_"), v
 
 
+def _calib_args(p: argparse.ArgumentParser) -> None:
+    """Calibration data of quantize and sweep."""
+    p.add_argument("--calib", default="synthetic",
+                   help="'synthetic' (default: inverted from the model, no real data), real data (npz / folder), or a "
+                        "calib.safetensors an earlier quantize / sweep run saved (reused as it was made)")
+    p.add_argument("--calib-samples", type=int, default=512, help="calibration images (default 512)")
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-shape", type=_shape, help="C,H,W; only for models outside the zoo")
     p.add_argument("--num-classes", type=int, help="class count; only for models outside the zoo")
@@ -150,10 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--edge-bits", type=int, default=8, help="bits of the first and last layer (0: as the rest)")
     q.add_argument("--quantize-residuals", action="store_true",
                    help="also quantize residual-add inputs (integer-only inference; on with --onnx)")
-    q.add_argument("--calib", default="synthetic",
-                   help="'synthetic' (default: inverted from the model, no real data), real data (npz / folder), or a "
-                        "calib.safetensors an earlier quantize / sweep run saved (reused as it was made)")
-    q.add_argument("--calib-samples", type=int, default=512)
+    _calib_args(q)
     q.add_argument("--eval-data", help="held-out npz / folder / mnist5k:test, for reporting only")
     q.add_argument("--onnx", action="store_true", help="export FP32 and INT8 (QDQ) ONNX and time both in "
                    "onnxruntime (needs --w int8 --a int8 and the export extra)")
@@ -170,9 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--weights", required=True)
     w.add_argument("--eval-data", required=True, help="held-out data for the accuracy axis")
     w.add_argument("--eval-samples", type=int, default=2000)
-    w.add_argument("--calib", default="synthetic",
-                   help="'synthetic' (default), real data (npz / folder) or a saved calib.safetensors")
-    w.add_argument("--calib-samples", type=int, default=512)
+    _calib_args(w)
     w.add_argument("--w-bits", default="3-8", help="weight bit widths, e.g. 3-8 or 4,8 (default 3-8)")
     w.add_argument("--a-bits", default="4,6,8", help="activation bit widths (default 4,6,8)")
     w.add_argument("--exps", default="2,3", help="minifloat exponent widths to try (E4M3/E5M2 always at 8 bits)")

@@ -139,19 +139,7 @@ def run_onnx(path_or_session, x: torch.Tensor, batch_size: int = 256) -> torch.T
 def latency(path: str | os.PathLike, input_shape: tuple[int, ...], batch: int = 64, repeats: int = 30,
             warmup: int = 5, threads: int | None = None) -> dict:
     """Median and mean wall time of one batch in onnxruntime (after ``warmup`` runs)."""
-    sess = session(path, threads)
-    name = sess.get_inputs()[0].name
-    x = np.random.default_rng(0).standard_normal((batch, *input_shape)).astype(np.float32)
-    for _ in range(warmup):
-        sess.run(None, {name: x})
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        sess.run(None, {name: x})
-        times.append(time.perf_counter() - t0)
-    return {"batch": batch, "median_ms": 1e3 * float(np.median(times)), "mean_ms": 1e3 * float(np.mean(times)),
-            "p90_ms": 1e3 * float(np.percentile(times, 90)), "repeats": repeats,
-            "threads": sess.get_session_options().intra_op_num_threads}
+    return compare_latency({"model": path}, input_shape, batch, repeats, warmup, threads)["model"]
 
 
 def compare_latency(paths: dict[str, str | os.PathLike], input_shape: tuple[int, ...], batch: int = 64,
@@ -171,5 +159,5 @@ def compare_latency(paths: dict[str, str | os.PathLike], input_shape: tuple[int,
             s.run(None, feeds[k])
             times[k].append(time.perf_counter() - t0)
     return {k: {"batch": batch, "median_ms": 1e3 * float(np.median(t)), "mean_ms": 1e3 * float(np.mean(t)),
-                "p90_ms": 1e3 * float(np.percentile(t, 90)), "repeats": repeats, "interleaved": True,
+                "p90_ms": 1e3 * float(np.percentile(t, 90)), "repeats": repeats, "interleaved": len(times) > 1,
                 "threads": sessions[k].get_session_options().intra_op_num_threads} for k, t in times.items()}
