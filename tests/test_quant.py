@@ -347,6 +347,17 @@ def test_int8_onnx_matches_the_fake_quant_model(tmp_path):
         export_onnx(qm4, tmp_path / "m4.onnx", (3, 8, 8), int8=True)
 
 
+def test_compare_latency_times_every_model_the_asked_number_of_times(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from datafree.export import compare_latency, export_onnx
+
+    teacher, _, _ = _tiny_setup()
+    a = export_onnx(teacher, tmp_path / "a.onnx", (3, 8, 8))
+    r = compare_latency({"a": a, "b": a}, (3, 8, 8), batch=4, repeats=7, warmup=1, block=3)
+    assert set(r) == {"a", "b"}
+    for v in r.values():
+        assert v["repeats"] == 7 and v["blocks_of"] == 3 and 0 < v["median_ms"] <= v["p90_ms"]
+
 # -- hardware ----------------------------------------------------------------------------------------
 def _value(fmt, code: int) -> float:
     if isinstance(fmt, IntFormat):
