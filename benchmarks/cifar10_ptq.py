@@ -126,7 +126,8 @@ def main() -> None:
               "calibration": {k: {"desc": v["desc"], "seconds": v.get("seconds")} for k, v in calib.items()},
               "defaults": {"w_granularity": "channel", "observer": "mse", "edge_bits": 8, "samples": a.samples,
                            "options": OPTIONS},
-              "rows": rows, "bars": ptq_bars(rows), "onnx_int8": onnx, "machine": machine_info(),
+              "rows": rows, "bars": {**ptq_bars(rows), **latency_bar(onnx)}, "onnx_int8": onnx,
+              "machine": machine_info(),
               "command": "python " + " ".join(shlex.quote(x) for x in sys.argv)}
     out = Path(a.results)
     out.mkdir(parents=True, exist_ok=True)
@@ -134,6 +135,12 @@ def main() -> None:
     print(json.dumps(result["bars"], indent=2))
     f32, i8 = onnx["latency_fp32"]["median_ms"], onnx["latency_int8"]["median_ms"]
     print(f"ONNX batch 64: FP32 {f32:.1f} ms, INT8 {i8:.1f} ms ({onnx['speedup_batch64']:.2f}x)")
+
+
+def latency_bar(onnx: dict) -> dict:
+    """The deployment bar: INT8 onnxruntime at least 2x faster than FP32 at batch 64 (median times)."""
+    speedup = onnx["latency_fp32"]["median_ms"] / onnx["latency_int8"]["median_ms"]
+    return {"INT8 ONNX >= 2x faster than FP32 ONNX, batch 64": {"speedup": speedup, "met": speedup >= 2.0}}
 
 
 def ptq_bars(rows: list[dict]) -> dict:
