@@ -358,6 +358,7 @@ def test_compare_latency_times_every_model_the_asked_number_of_times(tmp_path):
     for v in r.values():
         assert v["repeats"] == 7 and v["blocks_of"] == 3 and 0 < v["median_ms"] <= v["p90_ms"]
 
+
 # -- hardware ----------------------------------------------------------------------------------------
 def _value(fmt, code: int) -> float:
     if isinstance(fmt, IntFormat):

@@ -44,21 +44,27 @@ def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
     atomic_write_bytes(path, struct.pack("<Q", len(head)) + head + b"".join(blobs))
 
 
-def load_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    with open(path, "rb") as f:
-        data = f.read()
+def _read_header(f, path: str | os.PathLike) -> dict:
+    """The JSON header of an open safetensors file; leaves ``f`` at the start of the tensor bytes."""
     try:
-        (n,) = struct.unpack("<Q", data[:8])
-        header = json.loads(data[8 : 8 + n])
+        (n,) = struct.unpack("<Q", f.read(8))
+        if n > os.fstat(f.fileno()).st_size - 8:  # a corrupt length would allocate that much
+            raise ValueError
+        return json.loads(f.read(n))
     except (struct.error, ValueError, UnicodeDecodeError):
         raise DatafreeError(f"'{path}' is not a valid safetensors file") from None
-    base = 8 + n
+
+
+def load_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    with open(path, "rb") as f:
+        header = _read_header(f, path)
+        data = f.read()
     out = {}
     for name, info in header.items():
         if name == "__metadata__":
             continue
         b, e = info["data_offsets"]
-        buf = bytearray(data[base + b : base + e])
+        buf = bytearray(data[b:e])
         dtype = _FROM[info["dtype"]]
         t = torch.frombuffer(buf, dtype=torch.uint8) if buf else torch.empty(0, dtype=torch.uint8)
         out[name] = t.view(dtype).reshape(info["shape"]).clone()
@@ -68,9 +74,4 @@ def load_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The ``__metadata__`` strings of a safetensors file (empty when it has none)."""
     with open(path, "rb") as f:
-        try:
-            (n,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(n))
-        except (struct.error, ValueError, UnicodeDecodeError):
-            raise DatafreeError(f"'{path}' is not a valid safetensors file") from None
-    return dict(header.get("__metadata__", {}))
+        return dict(_read_header(f, path).get("__metadata__", {}))
