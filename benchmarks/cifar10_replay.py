@@ -11,8 +11,9 @@ Same seed, same wall-clock budget, same synthesizer for each replay strategy:
   VAE's mean-over-run accuracy is at least this bank's, the bank that matches the VAE needs >= 10x its bytes;
 - ``memory-bank@200000``: the library default, a bank large enough to keep every sample of the run.
 Held-out accuracy (the full 10k test set) is measured after every round outside the method clock and
-selects nothing.  Writes benchmarks/results/cifar10_replay.json and cifar10_replay.png.  Run it with
-nothing else busy on the machine.
+selects nothing.  Each finished variant is kept in benchmarks/results/cifar10_replay/<variant>.json (with
+its commit) and reused by ``--resume`` in a later sitting; writes benchmarks/results/cifar10_replay.json
+and cifar10_replay.png.  Run it with nothing else busy on the machine.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def main() -> None:
             vae = res["vae"]["replay_footprint"]["bytes"] if "vae" in res else None
             opts = bank_options(size or a.bank, vae)
         res.update(run_variants({name: dict(replay=kind, replay_opts=opts, **common)}, datafree.distill, a.out,
-                                a.resume))
+                                a.resume, keep=Path(a.results) / "cifar10_replay"))
     out = Path(a.results)
     out.mkdir(parents=True, exist_ok=True)
     from datafree.report import plot_runs

@@ -4,15 +4,21 @@
 its checkpoint with ``resume=True``, reusing a finished one), then collects per variant the summary
 over the run (last / mean / variance / max drawdown of held-out accuracy), the replay footprint, the
 time split and the accuracy history, and draws all accuracy curves in one PNG.
+
+A 60-minute benchmark of four variants outlasts one sitting, and run directories do not travel with the
+repository; ``keep`` names a (committed) folder where each finished variant's row is written as
+``<name>.json``, with the commit it ran at, so that a later ``resume`` reuses it instead of rerunning.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from datafree.io.atomic import atomic_write_text
 from datafree.report import plot_runs
 
 SUMMARY_KEYS = ("mean_accuracy", "var_accuracy", "max_drawdown", "evaluations", "rounds", "elapsed_s",
@@ -35,22 +41,58 @@ def read_run(out: str | Path) -> dict:
 
 
 def run_variants(variants: dict[str, dict], run: Callable[..., object], out_root: str | Path,
-                 resume: bool = False, plot: str | Path | None = None, title: str = "") -> dict[str, dict]:
-    """Run ``run(out=..., resume=..., **kwargs)`` for each ``name -> kwargs`` and collect the results."""
+                 resume: bool = False, plot: str | Path | None = None, title: str = "",
+                 keep: str | Path | None = None) -> dict[str, dict]:
+    """Run ``run(out=..., resume=..., **kwargs)`` for each ``name -> kwargs`` and collect the results.
+
+    With ``keep``, each finished variant's row is also written to ``keep/<name>.json``; with ``resume``, a
+    variant that has no finished run directory but a kept row of the same configuration is reused from it.
+    """
     out_root = Path(out_root)
     results = {}
     for name, kwargs in variants.items():
         out = out_root / name
+        kept = Path(keep) / f"{name}.json" if keep else None
         done = (out / "report.json").is_file() and (out / "student.safetensors").is_file()
+        if resume and not done and kept is not None and kept.is_file():
+            row = json.loads(kept.read_text())
+            if row.get("kwargs") == _jsonable(kwargs):
+                print(f"== {name}: finished run kept in {kept} (commit {row.get('commit')}), reused", flush=True)
+                results[name] = row
+                continue
+            print(f"== {name}: {kept} ran another configuration; running again", flush=True)
         if not (resume and done):
             print(f"== {name}", flush=True)
             run(out=str(out), resume=resume and (out / "checkpoint" / "state.pt").is_file(), **kwargs)
         else:
             print(f"== {name}: finished run found in {out}, reused", flush=True)
         results[name] = read_run(out)
+        if kept is not None:
+            row = {**results[name], "kwargs": _jsonable(kwargs), "commit": _git_commit()}
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(kept, json.dumps(row, indent=1) + "\n")
+            results[name] = row
     if plot:
         plot_runs({k: v["history"] for k, v in results.items()}, plot, title or "held-out accuracy over the run")
     return results
+
+
+def _jsonable(x: object) -> object:
+    """``x`` as it reads back from JSON (tuples become lists), to compare a kept row's configuration."""
+    return json.loads(json.dumps(x, default=str))
+
+
+def _git_commit() -> str | None:
+    """The commit the code ran at (``-dirty`` with uncommitted changes), or None outside a git checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (sha + ("-dirty" if dirty else "")) if sha else None
 
 
 def bank_options(size: str, vae_bytes: int | None = None) -> dict:

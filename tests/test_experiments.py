@@ -1,0 +1,35 @@
+"""run_variants: a finished variant kept in a committed folder is reused by a later resume."""
+
+import json
+from pathlib import Path
+
+from datafree.experiments import run_variants
+
+
+def _fake_run(calls: list):
+    def run(out: str, resume: bool, lr: float) -> None:
+        calls.append(lr)
+        d = Path(out)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "report.json").write_text(json.dumps({"student": {"accuracy": lr, "mean_accuracy": lr / 2},
+                                                   "teacher": {"accuracy": 0.9}}))
+        (d / "metrics.jsonl").write_text(json.dumps({"round": 0, "elapsed_s": 1.0, "accuracy": lr,
+                                                     "kd_loss": 0.1}) + "\n")
+        (d / "student.safetensors").write_bytes(b"x")
+    return run
+
+
+def test_kept_variant_is_reused_across_run_dirs(tmp_path):
+    calls: list = []
+    keep = tmp_path / "kept"
+    first = run_variants({"a": {"lr": 0.5}}, _fake_run(calls), tmp_path / "runs1", resume=True, keep=keep)
+    assert calls == [0.5] and (keep / "a.json").is_file()
+    # a new sitting: the run directory is gone, the kept row is reused without running again
+    again = run_variants({"a": {"lr": 0.5}}, _fake_run(calls), tmp_path / "runs2", resume=True, keep=keep)
+    assert calls == [0.5]
+    assert again["a"]["last_accuracy"] == first["a"]["last_accuracy"] == 0.5
+    assert again["a"]["history"] == first["a"]["history"]
+    # another configuration under the same name is run, not reused
+    run_variants({"a": {"lr": 0.25}}, _fake_run(calls), tmp_path / "runs3", resume=True, keep=keep)
+    assert calls == [0.5, 0.25]
+    assert json.loads((keep / "a.json").read_text())["kwargs"] == {"lr": 0.25}
