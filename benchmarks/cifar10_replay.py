@@ -12,7 +12,8 @@ Same seed, same wall-clock budget, same synthesizer for each replay strategy:
 - ``memory-bank@200000``: the library default, a bank large enough to keep every sample of the run.
 Held-out accuracy (the full 10k test set) is measured after every round outside the method clock and
 selects nothing.  Each finished variant is kept in benchmarks/results/cifar10_replay/<variant>.json (with
-its commit) and reused by ``--resume`` in a later sitting; writes benchmarks/results/cifar10_replay.json
+its commit and the machine's measured reference speed) and reused by ``--resume`` in a later sitting -
+the bars hold only among variants that ran at the same speed; writes benchmarks/results/cifar10_replay.json
 and cifar10_replay.png.  Run it with nothing else busy on the machine.
 """
 
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import datafree
 from datafree.api import machine_info
-from datafree.experiments import bank_options, markdown_table, replay_bars, run_variants
+from datafree.experiments import bank_options, markdown_table, reference_speed, replay_bars, run_variants
 from datafree.io.atomic import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +58,7 @@ def main() -> None:
             vae = res["vae"]["replay_footprint"]["bytes"] if "vae" in res else None
             opts = bank_options(size or a.bank, vae)
         res.update(run_variants({name: dict(replay=kind, replay_opts=opts, **common)}, datafree.distill, a.out,
-                                a.resume, keep=Path(a.results) / "cifar10_replay"))
+                                a.resume, keep=Path(a.results) / "cifar10_replay", calibrate=reference_speed))
     out = Path(a.results)
     out.mkdir(parents=True, exist_ok=True)
     from datafree.report import plot_runs

@@ -87,11 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--guide", help="condensed set or k real images per class (npz / folder) that guides the "
                    "inversion (Condensed Data Expansion) and joins the student's data; the report lists it")
     d.add_argument("--guide-mode", choices=["guided", "mix"], default="guided",
-                   help="guided: a feature discriminator steers the generator towards the guide samples (default); "
-                   "mix: the samples only join the student's data (the naive baseline)")
+                   help="guided: a feature discriminator steers the inversion (generator or pixel) towards the "
+                   "guide samples, which also get their own KD term (default); mix: the samples only join the "
+                   "student's batches (the naive baseline)")
     d.add_argument("--guide-opt", type=_kv, action="append", default=[], metavar="KEY=VALUE",
-                   help="guide option, repeatable: adv=0.5 (alignment weight), ratio=0.1 (share of student batch), "
-                   "lr_d=2e-4, d_steps=1, hidden=256, strategy=color_crop_cutout_flip_scale_rotate")
+                   help="guide option, repeatable: adv=1 (alignment weight), ratio=0.1 (share of student batch), "
+                   "kd_weight (KD term on guide samples; default 1 guided, 0 = in-batch for mix), lr_d=2e-4, "
+                   "d_steps=1, hidden=256, strategy=color_crop_cutout_flip_scale_rotate")
     d.add_argument("--novel-window", type=int, help="the newest synthetic samples the student draws its "
                    "non-replay share from (default: as many as one round synthesizes)")
     d.add_argument("--batch-size", type=int, help="student batch size (default 256)")

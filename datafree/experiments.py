@@ -8,6 +8,9 @@ time split and the accuracy history, and draws all accuracy curves in one PNG.
 A 60-minute benchmark of four variants outlasts one sitting, and run directories do not travel with the
 repository; ``keep`` names a (committed) folder where each finished variant's row is written as
 ``<name>.json``, with the commit it ran at, so that a later ``resume`` reuses it instead of rerunning.
+Sittings can land on machines of different speed (measured here: 2.3x apart), which a wall-clock budget
+turns into different amounts of work; ``calibrate`` (e.g. ``reference_speed``) is measured before each
+variant and kept in its row, and ``comparable`` tells whether a set of rows ran at the same speed.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,7 +46,7 @@ def read_run(out: str | Path) -> dict:
 
 def run_variants(variants: dict[str, dict], run: Callable[..., object], out_root: str | Path,
                  resume: bool = False, plot: str | Path | None = None, title: str = "",
-                 keep: str | Path | None = None) -> dict[str, dict]:
+                 keep: str | Path | None = None, calibrate: Callable[[], float] | None = None) -> dict[str, dict]:
     """Run ``run(out=..., resume=..., **kwargs)`` for each ``name -> kwargs`` and collect the results.
 
     With ``keep``, each finished variant's row is also written to ``keep/<name>.json``; with ``resume``, a
@@ -61,12 +65,19 @@ def run_variants(variants: dict[str, dict], run: Callable[..., object], out_root
                 results[name] = row
                 continue
             print(f"== {name}: {kept} ran another configuration; running again", flush=True)
+        speed = None
         if not (resume and done):
-            print(f"== {name}", flush=True)
+            if calibrate is not None:
+                speed = calibrate()
+                print(f"== {name} (machine speed: {speed:.0f} reference images/s)", flush=True)
+            else:
+                print(f"== {name}", flush=True)
             run(out=str(out), resume=resume and (out / "checkpoint" / "state.pt").is_file(), **kwargs)
         else:
             print(f"== {name}: finished run found in {out}, reused", flush=True)
-        results[name] = read_run(out)
+        if speed is None and kept is not None and kept.is_file():  # reused run dir: keep the speed measured then
+            speed = json.loads(kept.read_text()).get("machine_speed")
+        results[name] = {**read_run(out), "machine_speed": speed}
         if kept is not None:
             row = {**results[name], "kwargs": _jsonable(kwargs), "commit": _git_commit()}
             kept.parent.mkdir(parents=True, exist_ok=True)
@@ -75,6 +86,47 @@ def run_variants(variants: dict[str, dict], run: Callable[..., object], out_root
     if plot:
         plot_runs({k: v["history"] for k, v in results.items()}, plot, title or "held-out accuracy over the run")
     return results
+
+
+def reference_speed(seconds: float = 8.0) -> float:
+    """Images per second of a fixed workload - resnet20 training steps on 128 random 32x32 images under
+    bf16 autocast and channels_last, as the engine runs them - to tell a slower machine from a worse method."""
+    import torch
+
+    from datafree.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet20", 10).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), 0.01, momentum=0.9)
+    x = torch.randn(128, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (128,))
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    speeds = []
+    for _ in range(3):  # the median of three spells: one spell alone varied by 10 % here
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds / 3:
+            step()
+            n += 1
+        speeds.append(n * len(x) / (time.perf_counter() - t0))
+    return sorted(speeds)[1]
+
+
+def comparable(rows: dict[str, dict], tolerance: float = 0.15) -> dict:
+    """Whether the rows ran on machines of the same speed (reference speeds within ``tolerance``) - the
+    condition for comparing wall-clock-budget results; rows without a measured speed make it unknown."""
+    speeds = {k: r.get("machine_speed") for k, r in rows.items()}
+    known = [v for v in speeds.values() if v]
+    ok = None if len(known) < len(speeds) else max(known) <= (1 + tolerance) * min(known)
+    return {"machine_speed": speeds, "tolerance": tolerance, "met": ok}
 
 
 def _jsonable(x: object) -> object:
@@ -106,24 +158,24 @@ def bank_options(size: str, vae_bytes: int | None = None) -> dict:
 
 
 def markdown_table(results: dict[str, dict]) -> str:
-    lines = ["| variant | last | mean over run | variance (pt²) | max drawdown | replay bytes |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| variant | last | mean over run | variance (pt²) | max drawdown | evaluations | replay bytes "
+             "| machine speed (ref. img/s) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in results.items():
         fp = (r.get("replay_footprint") or {}).get("bytes", 0)
+        speed = f"{r['machine_speed']:.0f}" if r.get("machine_speed") else "not measured"
         lines.append(f"| {name} | {100 * r['last_accuracy']:.2f} % | {100 * r['mean_accuracy']:.2f} % | "
-                     f"{1e4 * r['var_accuracy']:.1f} | {100 * r['max_drawdown']:.2f} pt | {fp:,} |")
+                     f"{1e4 * r['var_accuracy']:.1f} | {100 * r['max_drawdown']:.2f} pt | {r.get('evaluations')} | "
+                     f"{fp:,} | {speed} |")
     return "\n".join(lines)
 
 
 def replay_bars(res: dict[str, dict]) -> dict:
     """The replay bars on measured results: each replay kind against ``none`` (mean-over-run gain >= 2
-    points, max drawdown at most half, last not below), and the VAE's bytes against the bank's."""
-    if "none" not in res:
-        return {}
-    none = res["none"]
-    kinds = [k for k in res if k != "none"]
-    bars = {}
-    for k in kinds:
+    points, max drawdown at most half, last not below), and the VAE's bytes against the bank's; they hold
+    only if every variant ran at the same machine speed (``same_machine_speed``)."""
+    bars: dict = {"same_machine_speed": comparable(res)}
+    none = res.get("none")
+    for k in [k for k in res if k != "none"] if none else []:
         r = res[k]
         bars[k] = {"mean_gain_pt": 100 * (r["mean_accuracy"] - none["mean_accuracy"]),
                    "mean_gain_ge_2pt": r["mean_accuracy"] - none["mean_accuracy"] >= 0.02,

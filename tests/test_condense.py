@@ -76,10 +76,11 @@ def test_discriminator_separates_condensed_features_from_noise():
     inv = TeacherInverter(trained_tiny_teacher(), 4, bf16=False)
     guide = Guide(GuideConfig(lr_d=2e-3, strategy="flip"), _real(5), inv, "tiny")
     y = torch.arange(4).repeat(16)
+    x_noise = torch.rand(64, *SHAPE)
     with torch.no_grad():
-        _, f_noise = inv.logits_and_features(torch.rand(64, *SHAPE))
+        _, f_noise = inv.logits_and_features(x_noise)
     for _ in range(300):
-        m = guide.update_discriminator(f_noise, y)
+        m = guide.update_discriminator(x_noise, y)
     assert m["guide_d_acc"] > 0.9
     idx = guide._sample_like(y)
     with torch.no_grad():
@@ -90,16 +91,44 @@ def test_discriminator_separates_condensed_features_from_noise():
     assert guide.align_loss(f_cond, guide.y[idx]) < guide.align_loss(f_noise, y)
 
 
+def test_classes_without_guide_images_get_no_alignment_or_discriminator_pairs():
+    torch.manual_seed(0)
+    inv = TeacherInverter(trained_tiny_teacher(), 4, bf16=False)
+    data = _real(3)
+    keep = data.y < 2  # classes 2 and 3 have no guide image
+    guide = Guide(GuideConfig(strategy="flip"), ImageSet(data.x[keep], data.y[keep]), inv, "two classes")
+    y = torch.arange(4).repeat(8)
+    assert set(guide.y[guide._sample_like(y[y < 2])].tolist()) <= {0, 1}
+    assert (guide.y[guide._sample_like(y[y < 2])] == y[y < 2]).all()  # each pair has the asked class
+    _, f = inv.logits_and_features(torch.rand(len(y), *SHAPE))
+    only_missing = y >= 2
+    assert float(guide.align_loss(f[only_missing], y[only_missing])) == 0.0
+    assert guide.update_discriminator(torch.rand(int(only_missing.sum()), *SHAPE), y[only_missing]) == {}
+    m = guide.update_discriminator(torch.rand(len(y), *SHAPE), y)
+    assert set(m) == {"guide_d_loss", "guide_d_acc"}
+
+
+def test_guided_mode_weighs_the_condensed_kd_term_like_the_paper_and_mix_does_not():
+    inv = TeacherInverter(trained_tiny_teacher(), 4, bf16=False)
+    assert Guide(GuideConfig(), _real(1), inv).cfg.kd_weight == 1.0
+    assert Guide(GuideConfig(mode="mix"), _real(1), inv).cfg.kd_weight == 0.0
+    assert Guide(GuideConfig(mode="mix", kd_weight=0.5), _real(1), inv).cfg.kd_weight == 0.5
+    with pytest.raises(DatafreeError, match="kd_weight"):
+        Guide(GuideConfig(kd_weight=-1), _real(1), inv)
+
+
 TINY = dict(batch_size=16, kd_steps=4, synth_every=2, channels_last=False, bf16=False)
 TINY_SYNTH = dict(batch_size=16, nz=8, ngf=8, g_steps=1)
+TINY_PIXEL = dict(batch_size=16, iterations=2)
 
 
-@pytest.mark.parametrize("mode,synth", [("guided", "generator"), ("mix", "generator"), ("mix", "none")])
+@pytest.mark.parametrize("mode,synth", [("guided", "generator"), ("mix", "generator"), ("mix", "none"),
+                                        ("guided", "pixel")])
 def test_guided_mix_and_condensed_only_runs_report_the_data_they_used(tmp_path, mode, synth):
     cond = _real(2)
     save_npz(cond, tmp_path / "cond.npz")
     res = datafree.distill(trained_tiny_teacher(), tiny_cnn(), input_shape=SHAPE, num_classes=4, rounds=2, seed=0,
-                           out=str(tmp_path / "run"), synth={} if synth == "none" else TINY_SYNTH,
+                           out=str(tmp_path / "run"), synth={"none": {}, "pixel": TINY_PIXEL}.get(synth, TINY_SYNTH),
                            guide=str(tmp_path / "cond.npz"),
                            guide_opts={"mode": mode}, synthesizer=synth, replay="none" if synth == "none" else
                            "memory-bank", eval_data=(torch.rand(8, *SHAPE), torch.arange(8) % 4), progress=False,

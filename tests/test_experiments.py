@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from datafree.experiments import run_variants
+from datafree.experiments import comparable, run_variants
 
 
 def _fake_run(calls: list):
@@ -33,3 +33,17 @@ def test_kept_variant_is_reused_across_run_dirs(tmp_path):
     run_variants({"a": {"lr": 0.25}}, _fake_run(calls), tmp_path / "runs3", resume=True, keep=keep)
     assert calls == [0.5, 0.25]
     assert json.loads((keep / "a.json").read_text())["kwargs"] == {"lr": 0.25}
+
+
+def test_machine_speed_is_measured_before_each_run_and_kept(tmp_path):
+    res = run_variants({"a": {"lr": 0.5}, "b": {"lr": 0.1}}, _fake_run([]), tmp_path / "runs",
+                       keep=tmp_path / "kept", calibrate=lambda: 100.0)
+    assert res["a"]["machine_speed"] == res["b"]["machine_speed"] == 100.0
+    assert json.loads((tmp_path / "kept" / "b.json").read_text())["machine_speed"] == 100.0
+    assert comparable(res)["met"] is True
+
+
+def test_rows_from_machines_of_different_speed_are_not_comparable():
+    assert comparable({"a": {"machine_speed": 100.0}, "b": {"machine_speed": 112.0}})["met"] is True
+    assert comparable({"a": {"machine_speed": 100.0}, "b": {"machine_speed": 230.0}})["met"] is False
+    assert comparable({"a": {"machine_speed": 100.0}, "b": {"machine_speed": None}})["met"] is None

@@ -123,6 +123,9 @@ class Distiller:
         if self.guide_cfg is not None:
             data = load_guide(guide_data if guide_data is not None else cfg.guide, meta.input_shape, meta.num_classes)
             self.guide = Guide(self.guide_cfg, data, self.inverter, str(cfg.guide or "data given in memory"))
+            if self.guide.guided and not hasattr(self.synthesizer, "guide") and cfg.synthesizer != "none":
+                raise DatafreeError(f"synthesizer '{cfg.synthesizer}' cannot be guided by condensed samples: use "
+                                    "--synthesizer generator or pixel, or --guide-mode mix")
             self.synthesizer.guide = self.guide
         elif cfg.synthesizer == "none":
             raise DatafreeError("--synthesizer none trains on guide samples only: pass --guide condensed.npz")
@@ -196,7 +199,12 @@ class Distiller:
                 t = self.teacher(x).float()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             s = self.student(x).float()
-        loss = kd_loss(s, t, cfg.temperature, cfg.loss)
+        n0 = len(x) - n_guide
+        if n_guide and n0 and self.guide.cfg.kd_weight:  # guided: L_S = KL(synthetic) + w * KL(condensed)
+            loss = kd_loss(s[:n0], t[:n0], cfg.temperature, cfg.loss) + \
+                self.guide.cfg.kd_weight * kd_loss(s[n0:], t[n0:], cfg.temperature, cfg.loss)
+        else:
+            loss = kd_loss(s, t, cfg.temperature, cfg.loss)
         if not torch.isfinite(loss):
             raise DatafreeError(f"the KD loss became {loss.item()} in round {self.round}; the last checkpoint is "
                                 "intact: lower --lr (or disable bf16) and rerun with --resume")

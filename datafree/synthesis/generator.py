@@ -15,7 +15,8 @@ The BN momentum blending of Sec. 3.3 is applied to all BN layers.  Deviations: t
 class-balanced rather than uniformly random; the generator is class-conditional by default (the
 one-hot target is appended to z; ``conditional=False`` for the paper's unconditional G): with the few
 generator steps a CPU budget affords, an unconditional G cannot learn which class each z must become
-and the one-hot loss stalls (measured: CE ~7 after 40 calls); the loss weights are bn=3, oh=1 (paper
+and the one-hot loss stalls (measured: CE ~7 after 40 calls); with a guide (``synthesis.guide``) the
+feature-alignment loss L_FA joins the inner loss; the loss weights are bn=3, oh=1 (paper
 scripts: 10 / 0.4-0.5), since at bn/oh = 20 the one-hot term barely moves within a CPU budget
 (measured on resnet56: CE 6.6 vs 0.6 after 60 s); and everything runs under bf16 autocast.
 """
@@ -119,10 +120,10 @@ class GeneratorSynthesizer(InversionSynthesizer):
                 parts = {"loss_bn": l_bn.item(), "loss_oh": l_oh.item(), "loss_adv": l_adv.item(),
                          **class_stats(t.detach(), inv.num_classes)}
                 if guided:
-                    parts["loss_align"], best_feats = l_align.item(), feats.detach()
+                    parts["loss_align"] = l_align.item()
         inv.commit_bn()
         if self.guide is not None and self.guide.guided:
-            parts.update(self.guide.update_discriminator(best_feats, y))
+            parts.update(self.guide.update_discriminator(best, y))
         if cfg.meta == "reptile":
             for p, fp in zip(meta_params, self.fast.parameters()):
                 p.grad = p.detach() - fp.detach()

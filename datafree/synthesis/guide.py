@@ -5,20 +5,28 @@ Training on the condensed samples alone is weak and simply mixing them with inve
 (a domain gap); instead they *guide* the inversion:
 - a class-conditional discriminator D on the teacher's penultimate features (a projection
   discriminator, Miyato & Koyama 2018: D(f, y) = w . phi(f) + e_y . phi(f)) learns to tell the
-  features of condensed samples of class y (DSA-augmented, so a handful of images is not memorised)
-  from those of synthetic samples aimed at class y:
+  features of condensed samples of class y from those of synthetic samples aimed at class y, both
+  under the same differentiable Siamese augmentation (DSA), so that a handful of images is not
+  memorised and D cannot key on which side was augmented how:
       L_D = BCE(D(f_cond, y), 1) + BCE(D(f_syn, y), 0);
-- the generator gets, on top of the inversion losses, the adversarial feature-alignment loss
-      L_align = BCE(D(f_syn, y), 1)   (weight ``adv``)
+- the generator (or the pixels, ``--synthesizer pixel``) gets, on top of the inversion losses, the
+  adversarial feature-alignment loss (weight ``adv``, 1 as in the paper's L_G = L_MI + L_FA)
+      L_FA = BCE(D(f_syn, y), 1)
   which pulls each class's synthetic samples towards the condensed samples of that class in the
-  teacher's feature space;
-- the student trains with KD on synthetic and condensed samples together, the condensed ones under
-  DSA (``Guide.student_batch``).
-``mode="mix"`` (the naive baseline) keeps only the last point: condensed samples join the student's
-data exactly as in the guided mode, but the generator is not guided.  Few-shot mode is the same code
-with k real images per class as the sample source.  Deviations (the paper's method section was not
-available to us; see docs): the discriminator architecture, BCE losses, weights and one D step per
-synthesis call are our choices.
+  teacher's feature space; classes without a guide image get no alignment term;
+- every synthesized batch joins the pool, and the student trains with KD on synthetic and condensed
+  samples, the condensed ones under DSA, as two equally weighted terms
+      L_S = KL(T(x_syn) || S(x_syn)) + kd_weight * KL(T(x_cond) || S(x_cond))   (kd_weight = 1).
+``mode="mix"`` (the naive baseline) keeps only the last point, the way a user would simply add the
+condensed samples to the synthetic pool: they take a ``ratio`` share of each student batch under one
+KD term (kd_weight 0), and the generator is not guided.  Few-shot mode is the same code with k real
+images per class as the sample source.
+
+Deviations (the paper's method section was read through a third-party summary, not the paper):
+the discriminator's architecture (two spectral-normalised layers on the features, a projection head),
+non-saturating BCE losses, Adam(2e-4, betas 0.5/0.999) and one D step per synthesis call are our
+choices; ``ratio`` (the share of a student batch drawn from the condensed set: 0.1) fixes the
+condensed term's batch size.
 """
 
 from __future__ import annotations
@@ -38,12 +46,13 @@ from datafree.errors import DatafreeError
 @dataclass
 class GuideConfig:
     mode: str = "guided"  # guided | mix (naive: the samples only join the student's data)
-    adv: float = 0.5  # weight of the generator's feature-alignment loss
+    adv: float = 1.0  # weight of the generator's feature-alignment loss (paper: L_G = L_MI + L_FA)
     lr_d: float = 2e-4
     d_steps: int = 1  # discriminator updates per synthesis call
     hidden: int = 256
     ratio: float = 0.1  # share of each student batch drawn from the guide samples
-    strategy: str = DEFAULT_STRATEGY  # DSA on guide samples (discriminator and student)
+    kd_weight: float | None = None  # separate KD term on guide samples; None: 1 (guided), 0 = in-batch (mix)
+    strategy: str = DEFAULT_STRATEGY  # DSA on guide samples and, for D, on synthetic ones
 
 
 class FeatureDiscriminator(nn.Module):
@@ -79,9 +88,14 @@ class Guide:
             raise DatafreeError(f"guide mode must be guided or mix, got '{cfg.mode}'")
         if not 0.0 < cfg.ratio <= 1.0:
             raise DatafreeError(f"guide ratio must be in (0, 1], got {cfg.ratio}")
+        if cfg.kd_weight is None:
+            cfg.kd_weight = 1.0 if cfg.mode == "guided" else 0.0
+        if cfg.kd_weight < 0:
+            raise DatafreeError(f"guide kd_weight must be >= 0, got {cfg.kd_weight}")
         self.cfg, self.inv, self.source = cfg, inverter, source
         self.x, self.y = data.float(), data.y.clone()
         self.by_class = [torch.nonzero(self.y == c).flatten() for c in range(inverter.num_classes)]
+        self.has_class = torch.tensor([len(i) > 0 for i in self.by_class])
         self.counts = {int(c): int(n) for c, n in zip(*torch.unique(self.y, return_counts=True))}
         self.disc: FeatureDiscriminator | None = None
         self.opt: torch.optim.Optimizer | None = None
@@ -101,23 +115,33 @@ class Guide:
 
     # -- inversion side --------------------------------------------------------------------------
     def _sample_like(self, y: torch.Tensor) -> torch.Tensor:
-        """A guide image of each requested class (random; classes without samples get any image)."""
-        idx = []
-        for c in y.tolist():
-            pool = self.by_class[c] if len(self.by_class[c]) else torch.arange(len(self.y))
-            idx.append(int(pool[torch.randint(len(pool), (1,))]))
-        return torch.tensor(idx)
+        """A random guide image of each requested class (every class in ``y`` must have one)."""
+        # the guide indices sorted by class: class c's images are flat[start[c] : start[c] + count[c]]
+        count = torch.tensor([len(i) for i in self.by_class])
+        start = torch.cumsum(count, 0) - count
+        flat = torch.cat(self.by_class)
+        return flat[start[y] + (torch.rand(len(y)) * count[y]).long().clamp_max(count[y] - 1)]
 
     def align_loss(self, f_syn: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The generator's loss: make synthetic features of class y look like condensed ones of class y."""
-        logit = self.disc(f_syn.float(), y)
+        """The generator's L_FA: make synthetic features of class y look like condensed ones of class y
+        (averaged over the samples whose class has guide images)."""
+        keep = self.has_class[y]
+        if not bool(keep.any()):
+            return torch.zeros(())
+        logit = self.disc(f_syn[keep].float(), y[keep])
         return F.binary_cross_entropy_with_logits(logit, torch.ones_like(logit))
 
-    def update_discriminator(self, f_syn: torch.Tensor, y: torch.Tensor) -> dict:
+    def update_discriminator(self, x_syn: torch.Tensor, y: torch.Tensor) -> dict:
+        """``d_steps`` updates of D on DSA views of the synthetic images ``x_syn`` (in [0, 1], aimed at
+        classes ``y``) against DSA views of guide images of the same classes."""
+        keep = self.has_class[y]
+        x_syn, y = x_syn[keep], y[keep]
+        if not len(y):
+            return {}
         idx = self._sample_like(y)
         with torch.no_grad():
-            _, f_real = self.inv.logits_and_features(dsa(self.x[idx], self.cfg.strategy))
-        f_syn = f_syn.detach().float()
+            _, f_real = self.inv.logits_and_features(dsa(self.x[idx], self.cfg.strategy).clamp(0, 1))
+            _, f_syn = self.inv.logits_and_features(dsa(x_syn.detach().float(), self.cfg.strategy).clamp(0, 1))
         for _ in range(self.cfg.d_steps):
             lr, ls = self.disc(f_real, self.y[idx]), self.disc(f_syn, y)
             loss = F.binary_cross_entropy_with_logits(lr, torch.ones_like(lr)) + \
