@@ -58,11 +58,11 @@ def run_variants(variants: dict[str, dict], run: Callable[..., object], out_root
         out = out_root / name
         kept = Path(keep) / f"{name}.json" if keep else None
         done = (out / "report.json").is_file() and (out / "student.safetensors").is_file()
-        if resume and not done and kept is not None and kept.is_file():
-            row = json.loads(kept.read_text())
-            if row.get("kwargs") == _jsonable(kwargs):
-                print(f"== {name}: finished run kept in {kept} (commit {row.get('commit')}), reused", flush=True)
-                results[name] = row
+        prev = json.loads(kept.read_text()) if kept is not None and kept.is_file() else None
+        if resume and not done and prev is not None:
+            if prev.get("kwargs") == _jsonable(kwargs):
+                print(f"== {name}: finished run kept in {kept} (commit {prev.get('commit')}), reused", flush=True)
+                results[name] = prev
                 continue
             print(f"== {name}: {kept} ran another configuration; running again", flush=True)
         speed = None
@@ -75,8 +75,8 @@ def run_variants(variants: dict[str, dict], run: Callable[..., object], out_root
             run(out=str(out), resume=resume and (out / "checkpoint" / "state.pt").is_file(), **kwargs)
         else:
             print(f"== {name}: finished run found in {out}, reused", flush=True)
-        if speed is None and kept is not None and kept.is_file():  # reused run dir: keep the speed measured then
-            speed = json.loads(kept.read_text()).get("machine_speed")
+        if speed is None and prev is not None:  # reused run dir: keep the speed measured then
+            speed = prev.get("machine_speed")
         results[name] = {**read_run(out), "machine_speed": speed}
         if kept is not None:
             row = {**results[name], "kwargs": _jsonable(kwargs), "commit": _git_commit()}

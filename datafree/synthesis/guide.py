@@ -94,9 +94,12 @@ class Guide:
             raise DatafreeError(f"guide kd_weight must be >= 0, got {cfg.kd_weight}")
         self.cfg, self.inv, self.source = cfg, inverter, source
         self.x, self.y = data.float(), data.y.clone()
-        self.by_class = [torch.nonzero(self.y == c).flatten() for c in range(inverter.num_classes)]
-        self.has_class = torch.tensor([len(i) > 0 for i in self.by_class])
-        self.counts = {int(c): int(n) for c, n in zip(*torch.unique(self.y, return_counts=True))}
+        # the guide indices sorted by class: class c's images are by_class[start[c] : start[c] + count[c]]
+        self.by_class = torch.argsort(self.y, stable=True)
+        self.count = torch.bincount(self.y, minlength=inverter.num_classes)
+        self.start = torch.cumsum(self.count, 0) - self.count
+        self.has_class = self.count > 0
+        self.counts = data.counts()
         self.disc: FeatureDiscriminator | None = None
         self.opt: torch.optim.Optimizer | None = None
         if cfg.mode == "guided":
@@ -116,11 +119,8 @@ class Guide:
     # -- inversion side --------------------------------------------------------------------------
     def _sample_like(self, y: torch.Tensor) -> torch.Tensor:
         """A random guide image of each requested class (every class in ``y`` must have one)."""
-        # the guide indices sorted by class: class c's images are flat[start[c] : start[c] + count[c]]
-        count = torch.tensor([len(i) for i in self.by_class])
-        start = torch.cumsum(count, 0) - count
-        flat = torch.cat(self.by_class)
-        return flat[start[y] + (torch.rand(len(y)) * count[y]).long().clamp_max(count[y] - 1)]
+        n = self.count[y]
+        return self.by_class[self.start[y] + (torch.rand(len(y)) * n).long().clamp_max(n - 1)]
 
     def align_loss(self, f_syn: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The generator's L_FA: make synthetic features of class y look like condensed ones of class y
