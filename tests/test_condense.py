@@ -152,3 +152,37 @@ def test_guide_with_wrong_shape_is_one_clear_error(tmp_path):
     with pytest.raises(DatafreeError, match="--guide"):
         datafree.distill(trained_tiny_teacher(), tiny_cnn(), input_shape=SHAPE, num_classes=4, rounds=1,
                          synthesizer="none", progress=False, **TINY)
+
+
+@pytest.mark.parametrize("synth", ["generator", "pixel"])
+def test_a_guided_synthesizer_updates_the_discriminator_and_checkpoints_it(synth):
+    from datafree.synthesis import build_synthesizer, make_config
+
+    def make():
+        torch.manual_seed(0)
+        inv = TeacherInverter(trained_tiny_teacher(), 4, bf16=False)
+        s = build_synthesizer(synth, make_config(synth, **(TINY_PIXEL if synth == "pixel" else TINY_SYNTH)), inv,
+                              SHAPE)
+        s.guide = Guide(GuideConfig(strategy="flip"), _real(2), inv, "tiny")
+        return s
+
+    s = make()
+    before = {k: v.clone() for k, v in s.guide.disc.state_dict().items()}
+    out = s.synthesize(tiny_cnn())
+    assert {"guide_d_loss", "guide_d_acc", "loss_align"} <= set(out.metrics)
+    assert any(not torch.equal(before[k], v) for k, v in s.guide.disc.state_dict().items())  # D took a step
+    restored = make()
+    restored.load_state_dict(s.state_dict())
+    for k, v in s.guide.disc.state_dict().items():
+        assert torch.equal(restored.guide.disc.state_dict()[k], v)
+
+
+def test_a_synthesizer_that_cannot_be_guided_is_one_clear_error(tmp_path, monkeypatch):
+    from datafree.synthesis.pixel import PixelSynthesizer
+
+    save_npz(_real(2), tmp_path / "cond.npz")
+    monkeypatch.setattr(PixelSynthesizer, "supports_guide", False)
+    with pytest.raises(DatafreeError, match="cannot be guided"):
+        datafree.distill(trained_tiny_teacher(), tiny_cnn(), input_shape=SHAPE, num_classes=4, rounds=1,
+                         synthesizer="pixel", synth=TINY_PIXEL, guide=str(tmp_path / "cond.npz"), progress=False,
+                         **TINY)

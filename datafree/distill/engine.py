@@ -118,18 +118,18 @@ class Distiller:
         self.replay_cfg = make_replay_config(cfg.replay, **cfg.replay_opts)
         self.replay = build_replay(cfg.replay, self.replay_cfg, ReplayContext(
             self.inverter, tuple(meta.input_shape), meta.num_classes, cfg.cache_teacher))
+        self.synth_off = cfg.synthesizer == "none"
         self.guide_cfg = GuideConfig(**cfg.guide_opts) if (cfg.guide or guide_data is not None) else None
         self.guide: Guide | None = None
         if self.guide_cfg is not None:
             data = load_guide(guide_data if guide_data is not None else cfg.guide, meta.input_shape, meta.num_classes)
             self.guide = Guide(self.guide_cfg, data, self.inverter, str(cfg.guide or "data given in memory"))
-            if self.guide.guided and not hasattr(self.synthesizer, "guide") and cfg.synthesizer != "none":
+            if self.guide.guided and not getattr(self.synthesizer, "supports_guide", False) and not self.synth_off:
                 raise DatafreeError(f"synthesizer '{cfg.synthesizer}' cannot be guided by condensed samples: use "
                                     "--synthesizer generator or pixel, or --guide-mode mix")
             self.synthesizer.guide = self.guide
         elif cfg.synthesizer == "none":
             raise DatafreeError("--synthesizer none trains on guide samples only: pass --guide condensed.npz")
-        self.synth_off = cfg.synthesizer == "none"
         self.opt = torch.optim.SGD(student.parameters(), cfg.lr, momentum=cfg.momentum,
                                    weight_decay=cfg.weight_decay, nesterov=True)
         self.eval_x = eval_x  # already in the model input space

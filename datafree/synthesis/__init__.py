@@ -22,6 +22,8 @@ class NoSynthConfig:
 
 
 class NoSynthesizer:
+    supports_guide = False  # makes nothing to guide; the engine feeds the guide samples to the student
+
     def __init__(self, cfg: NoSynthConfig, inverter: TeacherInverter, input_shape) -> None:
         self.cfg, self.guide = cfg, None
 

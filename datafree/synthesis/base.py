@@ -38,10 +38,18 @@ class Synthesizer(Protocol):
 
 class InversionSynthesizer:
     """Shared frame of a synthesis call: the student is put in eval mode (the adversarial term probes its
-    inference behaviour), the teacher's BN hooks are armed, and both are restored afterwards."""
+    inference behaviour), the teacher's BN hooks are armed, and both are restored afterwards.  With a guide
+    in guided mode (``synthesis.guide``, set by the engine) ``_run`` adds the feature-alignment loss and the
+    frame then updates the discriminator on the batch it returns (outside the BN hooks)."""
 
     inv: TeacherInverter
     calls: int = 0
+    supports_guide = True  # the engine refuses guided mode for a synthesizer that sets this to False
+    guide = None  # a synthesis.guide.Guide, or None
+
+    @property
+    def guided(self) -> bool:
+        return self.guide is not None and self.guide.guided
 
     def synthesize(self, student: nn.Module, adversarial: bool = True) -> SynthBatch:
         was_training = student.training
@@ -51,11 +59,20 @@ class InversionSynthesizer:
                 out = self._run(student, adversarial)
         finally:
             student.train(was_training)
+        if self.guided:
+            out.metrics.update(self.guide.update_discriminator(out.images, out.targets))
         self.calls += 1
         return out
 
     def _run(self, student: nn.Module, adversarial: bool) -> SynthBatch:
         raise NotImplementedError
+
+    def _guide_state(self) -> dict:
+        return self.guide.state_dict() if self.guide is not None else {}
+
+    def _load_guide_state(self, state: dict) -> None:
+        if self.guide is not None:
+            self.guide.load_state_dict(state.get("guide", {}))
 
 
 class BNStatsHook:

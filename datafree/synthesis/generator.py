@@ -80,7 +80,6 @@ class GeneratorSynthesizer(InversionSynthesizer):
             self.fast.to(memory_format=torch.channels_last)
         self.meta_opt = torch.optim.Adam(self.generator.parameters(), cfg.lr_g * cfg.g_steps, betas=(0.5, 0.999))
         self.calls = 0
-        self.guide = None  # a synthesis.guide.Guide in guided mode: condensed samples steer the inversion
 
     def _run(self, student: nn.Module, adversarial: bool) -> SynthBatch:
         cfg, inv = self.cfg, self.inv
@@ -92,12 +91,12 @@ class GeneratorSynthesizer(InversionSynthesizer):
         opt = torch.optim.Adam([{"params": params}, {"params": [z], "lr": cfg.lr_z}], cfg.lr_g, betas=(0.5, 0.999))
         best, best_loss, parts = None, float("inf"), {}
         meta_params = list(self.generator.parameters())
+        guided = self.guided
         self.meta_opt.zero_grad(set_to_none=False)
         for _ in range(cfg.g_steps):
             with inv.autocast():
                 x = self.fast(z, y).float()
             xa = random_crop_flip(x) if cfg.augment else x
-            guided = self.guide is not None and self.guide.guided
             t, feats = inv.logits_and_features(xa) if guided else (inv.logits(xa), None)
             l_bn = inv.bn_loss()
             l_oh = F.cross_entropy(t, y)
@@ -122,8 +121,6 @@ class GeneratorSynthesizer(InversionSynthesizer):
                 if guided:
                     parts["loss_align"] = l_align.item()
         inv.commit_bn()
-        if self.guide is not None and self.guide.guided:
-            parts.update(self.guide.update_discriminator(best, y))
         if cfg.meta == "reptile":
             for p, fp in zip(meta_params, self.fast.parameters()):
                 p.grad = p.detach() - fp.detach()
@@ -136,7 +133,7 @@ class GeneratorSynthesizer(InversionSynthesizer):
     def state_dict(self) -> dict:
         return {"generator": self.generator.state_dict(), "meta_opt": self.meta_opt.state_dict(),
                 "calls": self.calls, "bn_mmt": [h.mmt for h in self.inv.hooks],
-                "guide": self.guide.state_dict() if self.guide is not None else {}}
+                "guide": self._guide_state()}
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.load_state_dict(state["generator"])
@@ -144,5 +141,4 @@ class GeneratorSynthesizer(InversionSynthesizer):
         self.calls = state["calls"]
         for h, m in zip(self.inv.hooks, state["bn_mmt"]):
             h.mmt = m
-        if self.guide is not None:
-            self.guide.load_state_dict(state.get("guide", {}))
+        self._load_guide_state(state)

@@ -5,7 +5,7 @@ Each call optimises a fresh batch of images (parametrised as sigmoid(v) so they 
 ``iterations`` Adam steps on
     oh * CE(T(x), y) + bn * L_BN + tv * R_TV(x) + l2 * ||x||^2 + adv * L_adv(S, T)
 under random jitter/flip, plus, with a guide, the feature-alignment loss towards condensed samples
-(``synthesis.guide``: adv * L_FA; the discriminator is updated once per call on the final batch).
+(``synthesis.guide``: adv * L_FA; the base class updates the discriminator on the final batch).
 Much slower than the generator (no amortisation), kept for comparison.
 """
 
@@ -50,14 +50,13 @@ class PixelSynthesizer(InversionSynthesizer):
     def __init__(self, cfg: PixelConfig, inverter: TeacherInverter, input_shape: tuple[int, ...]) -> None:
         self.cfg, self.inv, self.shape = cfg, inverter, tuple(input_shape)
         self.calls = 0
-        self.guide = None  # a synthesis.guide.Guide in guided mode: condensed samples steer the inversion
 
     def _run(self, student: nn.Module, adversarial: bool) -> SynthBatch:
         cfg, inv = self.cfg, self.inv
         v = torch.randn(cfg.batch_size, *self.shape).mul_(0.5).requires_grad_(True)
         y = inv.balanced_targets(cfg.batch_size)
         opt = torch.optim.Adam([v], cfg.lr, betas=(0.5, 0.9))
-        guided = self.guide is not None and self.guide.guided
+        guided = self.guided
         parts = {}
         for it in range(cfg.iterations):
             for g in opt.param_groups:  # cosine decay, as in the reference implementation
@@ -81,14 +80,11 @@ class PixelSynthesizer(InversionSynthesizer):
         with torch.no_grad():
             x = torch.sigmoid(v)
             stats = class_stats(inv.logits(x), inv.num_classes)
-        if guided:
-            parts.update(self.guide.update_discriminator(x, y))
         return SynthBatch(x, y, {"loss_synth": finite(loss), **stats, **parts})
 
     def state_dict(self) -> dict:
-        return {"calls": self.calls, "guide": self.guide.state_dict() if self.guide is not None else {}}
+        return {"calls": self.calls, "guide": self._guide_state()}
 
     def load_state_dict(self, state: dict) -> None:
         self.calls = state["calls"]
-        if self.guide is not None:
-            self.guide.load_state_dict(state.get("guide", {}))
+        self._load_guide_state(state)
