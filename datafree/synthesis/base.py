@@ -67,6 +67,14 @@ class InversionSynthesizer:
     def _run(self, student: nn.Module, adversarial: bool) -> SynthBatch:
         raise NotImplementedError
 
+    def _teacher_pass(self, xa: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The teacher's logits on the (augmented) batch and, when guided, the unweighted L_FA of its
+        penultimate features towards the guide samples of classes ``y`` (None when not guided)."""
+        if not self.guided:
+            return self.inv.logits(xa), None
+        t, feats = self.inv.logits_and_features(xa)
+        return t, self.guide.align_loss(feats, y)
+
     def _guide_state(self) -> dict:
         return self.guide.state_dict() if self.guide is not None else {}
 

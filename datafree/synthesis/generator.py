@@ -91,20 +91,18 @@ class GeneratorSynthesizer(InversionSynthesizer):
         opt = torch.optim.Adam([{"params": params}, {"params": [z], "lr": cfg.lr_z}], cfg.lr_g, betas=(0.5, 0.999))
         best, best_loss, parts = None, float("inf"), {}
         meta_params = list(self.generator.parameters())
-        guided = self.guided
         self.meta_opt.zero_grad(set_to_none=False)
         for _ in range(cfg.g_steps):
             with inv.autocast():
                 x = self.fast(z, y).float()
             xa = random_crop_flip(x) if cfg.augment else x
-            t, feats = inv.logits_and_features(xa) if guided else (inv.logits(xa), None)
+            t, l_align = self._teacher_pass(xa, y)
             l_bn = inv.bn_loss()
             l_oh = F.cross_entropy(t, y)
             l_bal = entropy_balance_loss(t) if cfg.balance else torch.zeros(())
             l_adv = adversarial_loss(inv.logits(xa, student), t) if cfg.adv and adversarial else torch.zeros(())
             loss = cfg.bn * l_bn + cfg.oh * l_oh + cfg.balance * l_bal + cfg.adv * l_adv
-            l_align = self.guide.align_loss(feats, y) if guided else torch.zeros(())
-            if guided:
+            if l_align is not None:
                 loss = loss + self.guide.cfg.adv * l_align
             value = finite(loss)
             grads = torch.autograd.grad(loss, params + [z])  # no grads into teacher/student weights
@@ -118,7 +116,7 @@ class GeneratorSynthesizer(InversionSynthesizer):
                 best_loss, best = value, x.detach()
                 parts = {"loss_bn": l_bn.item(), "loss_oh": l_oh.item(), "loss_adv": l_adv.item(),
                          **class_stats(t.detach(), inv.num_classes)}
-                if guided:
+                if l_align is not None:
                     parts["loss_align"] = l_align.item()
         inv.commit_bn()
         if cfg.meta == "reptile":

@@ -56,19 +56,15 @@ class PixelSynthesizer(InversionSynthesizer):
         v = torch.randn(cfg.batch_size, *self.shape).mul_(0.5).requires_grad_(True)
         y = inv.balanced_targets(cfg.batch_size)
         opt = torch.optim.Adam([v], cfg.lr, betas=(0.5, 0.9))
-        guided = self.guided
-        parts = {}
         for it in range(cfg.iterations):
             for g in opt.param_groups:  # cosine decay, as in the reference implementation
                 g["lr"] = 0.5 * cfg.lr * (1 + math.cos(math.pi * it / cfg.iterations))
             x = torch.sigmoid(v)
             xa = random_crop_flip(x, padding=2)
-            t, feats = inv.logits_and_features(xa) if guided else (inv.logits(xa), None)
+            t, l_align = self._teacher_pass(xa, y)
             loss = cfg.oh * F.cross_entropy(t, y) + cfg.bn * inv.bn_loss() + cfg.tv * total_variation(x)
-            if guided:
-                l_align = self.guide.align_loss(feats, y)
+            if l_align is not None:
                 loss = loss + self.guide.cfg.adv * l_align
-                parts["loss_align"] = l_align.item()
             if cfg.l2:
                 loss = loss + cfg.l2 * x.pow(2).mean()
             if cfg.adv and adversarial:
@@ -80,7 +76,9 @@ class PixelSynthesizer(InversionSynthesizer):
         with torch.no_grad():
             x = torch.sigmoid(v)
             stats = class_stats(inv.logits(x), inv.num_classes)
-        return SynthBatch(x, y, {"loss_synth": finite(loss), **stats, **parts})
+        if l_align is not None:  # of the last iteration, like loss_synth
+            stats["loss_align"] = l_align.item()
+        return SynthBatch(x, y, {"loss_synth": finite(loss), **stats})
 
     def state_dict(self) -> dict:
         return {"calls": self.calls, "guide": self._guide_state()}
