@@ -96,6 +96,7 @@ def main() -> None:
         sets[f"ipc{ipc}"] = str(npz)
     few = out / "fewshot_k10.npz"
     if not few.is_file():
+        out.mkdir(parents=True, exist_ok=True)
         sub = load_npz(data / "train_subset.npz")  # class-interleaved: the first 100 are 10 per class
         save_npz(ImageSet(sub.x[:100], sub.y[:100], sub.class_names), few)
     sets["k10"] = str(few)
