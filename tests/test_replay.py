@@ -189,6 +189,23 @@ def test_nudged_latents_give_a_more_balanced_teacher_response():
     assert spread(30) > spread(0) + 0.05
 
 
+def test_vae_block_refresh_is_a_fifo_of_decoded_replays():
+    torch.manual_seed(0)
+    replay = build_replay("vae", VAEReplayConfig(block=8, refresh=0.375, nudge_steps=1), _ctx())
+    replay.observe(*_batch(8), 0.0)
+    first, first_logits = replay.block.clone(), replay.block_logits.clone()
+    assert first.shape == (8, *SHAPE) and first_logits.shape == (8, 2, 4)
+    replay.observe(*_batch(8, 8), 0.1)
+    assert replay.block.shape == first.shape  # never more than ``block`` samples
+    assert torch.equal(replay.block[3:], first[:5]) and torch.equal(replay.block_logits[3:], first_logits[:5])
+    assert not torch.equal(replay.block[:3], first[:3])  # three new decodes in front, the oldest three gone
+    with torch.no_grad():  # the cached logits still belong to the images they sit beside
+        x = replay.block.float().div(255)
+        assert torch.allclose(replay.block_logits[:, 0], replay.ctx.inverter.teacher(x), atol=1e-4)
+    with pytest.raises(DatafreeError, match="refresh"):
+        build_replay("vae", VAEReplayConfig(block=8, refresh=1.5), _ctx())
+
+
 def test_vae_footprint_is_reported_in_bytes():
     replay = build_replay("vae", VAEReplayConfig(block=8), _ctx())
     replay.observe(*_batch(8), 0.0)

@@ -15,10 +15,12 @@ Per new synthetic batch x_n (``observe``):
    z's batch moments at N(0, I)), then decoded.
 The student batch takes a share ``ratio`` of pseudo-replay samples, the rest from the novel window.
 
-Deviations from the paper (each for a CPU budget): the pseudo replays are decoded in blocks of
-``block`` samples once per synthesized batch, with the teacher's logits for them and their mirror
-cached, and the student draws its replay share from the current block (the paper decodes fresh ones
-for every student step); the VAE's own replays come from the previous block; the VAE is a small
+Deviations from the paper (each for a CPU budget): the pseudo replays are served from a block of
+``block`` samples, a FIFO into which a ``refresh`` share (half) is decoded anew per synthesized batch,
+with the teacher's logits for them and their mirror cached, and the student draws its replay share from
+the current block (the paper decodes fresh ones for every student step; nudging is a teacher forward and
+backward pass per step, so refreshing half the block halves the replay's largest cost); the VAE's own
+replays come from the block; the VAE is a small
 conv-VAE with a spatial latent (2 x 16 x 16 for 32 px) sized for the input (``datafree.models.vae``)
 rather than the paper's generator-shaped decoder with a 1000-d vector latent; the teacher-logit term
 weighs 0.1, not 1.  Both measured on 2,560 resnet56 inversions (400 VAE steps, 256 held-back samples):
@@ -65,7 +67,8 @@ class VAEReplayConfig:
     kl: float = 1e-5
     self_replay: float = 0.25  # own pseudo replays per novel sample in each VAE batch (paper: 128 per 512)
     ratio: float = 0.25  # share of each student batch drawn from pseudo replay (the paper: 1 in 9)
-    block: int = 64  # pseudo replays decoded (and nudged) per synthesized batch
+    block: int = 64  # pseudo replays served to the student (a FIFO of decoded, nudged samples)
+    refresh: float = 0.5  # share of the block decoded anew per synthesized batch (the oldest ones go)
     nudge_steps: int = 5  # Adam steps on the latents towards balanced target classes (0: plain prior samples)
     nudge_lr: float = 0.05
     nudge_bn: float = 3.0  # weight of the teacher's BN-statistics loss when nudging (the synthesizer's weight)
@@ -78,6 +81,9 @@ class VAEReplay:
             raise DatafreeError(f"vae schedule must be constant or cosine, got '{cfg.schedule}'")
         if not 0.0 <= cfg.ratio < 1.0:
             raise DatafreeError(f"vae ratio must be in [0, 1), got {cfg.ratio}")
+        if cfg.block < 1 or not 0.0 < cfg.refresh <= 1.0:
+            raise DatafreeError(f"vae needs block >= 1 and refresh in (0, 1], got block={cfg.block}, "
+                                f"refresh={cfg.refresh}")
         c, h, w = ctx.input_shape
         if h != w or h % 2:
             raise DatafreeError(f"the VAE needs square images of even side, got {tuple(ctx.input_shape)}; "
@@ -132,13 +138,19 @@ class VAEReplay:
         return x.detach(), {}
 
     def _refresh_block(self) -> None:
-        x, _ = self.generate(self.cfg.block)
+        """Decode a ``refresh`` share of the block anew and push it in front, dropping the oldest."""
+        cfg = self.cfg
+        n = cfg.block if self.block is None else max(1, round(cfg.refresh * cfg.block))
+        x, _ = self.generate(n)
         x = SamplePool.quantize(x)  # serve exactly what a stored sample would be
-        self.block = SamplePool.to_uint8(x)
+        new = SamplePool.to_uint8(x)
+        self.block = new if self.block is None else torch.cat([new, self.block])[:cfg.block]
         if self.ctx.cache_logits:
             with torch.no_grad():
                 both = self._teacher(torch.cat([x, x.flip(3)]))
-            self.block_logits = torch.stack(both.chunk(2), 1)
+            logits = torch.stack(both.chunk(2), 1)
+            old = self.block_logits
+            self.block_logits = logits if old is None or n == cfg.block else torch.cat([logits, old])[:cfg.block]
 
     # -- VAE update ------------------------------------------------------------------------------
     def _lr(self, progress: float) -> float:
