@@ -88,11 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "inversion (Condensed Data Expansion) and joins the student's data; the report lists it")
     d.add_argument("--guide-mode", choices=["guided", "mix"], default="guided",
                    help="guided: a feature discriminator steers the inversion (generator or pixel) towards the "
-                   "guide samples, which also get their own KD term (default); mix: the samples only join the "
-                   "student's batches (the naive baseline)")
+                   "guide samples (default); mix: no guidance (the naive baseline); in both the samples take a "
+                   "share of each student batch")
     d.add_argument("--guide-opt", type=_kv, action="append", default=[], metavar="KEY=VALUE",
                    help="guide option, repeatable: adv=1 (alignment weight), ratio=0.1 (share of student batch), "
-                   "kd_weight (KD term on guide samples; default 1 guided, 0 = in-batch for mix), lr_d=2e-4, "
+                   "kd_weight=0 (> 0: a separate KD term of that weight on the guide samples), lr_d=2e-4, "
                    "d_steps=1, hidden=256, strategy=color_crop_cutout_flip_scale_rotate")
     d.add_argument("--novel-window", type=int, help="the newest synthetic samples the student draws its "
                    "non-replay share from (default: as many as one round synthesizes)")

@@ -200,7 +200,7 @@ class Distiller:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             s = self.student(x).float()
         n0 = len(x) - n_guide
-        if n_guide and n0 and self.guide.cfg.kd_weight:  # guided: L_S = KL(synthetic) + w * KL(condensed)
+        if n_guide and n0 and self.guide.cfg.kd_weight:  # optional: L_S = KL(synthetic) + w * KL(condensed)
             loss = kd_loss(s[:n0], t[:n0], cfg.temperature, cfg.loss) + \
                 self.guide.cfg.kd_weight * kd_loss(s[n0:], t[n0:], cfg.temperature, cfg.loss)
         else:
