@@ -15,17 +15,18 @@ Per new synthetic batch x_n (``observe``):
    z's batch moments at N(0, I)), then decoded.
 The student batch takes a share ``ratio`` of pseudo-replay samples, the rest from the novel window.
 
-Deviations from the paper (each for a CPU budget): the pseudo replays are served from a block of
-``block`` samples, a FIFO into which a ``refresh`` share (half) is decoded anew per synthesized batch,
-with the teacher's logits for them and their mirror cached, and the student draws its replay share from
-the current block (the paper decodes fresh ones for every student step; nudging, a teacher forward and
-backward pass per step, is the replay's largest cost: per synthesized batch with the resnet56 teacher
-on this 2-core CPU, 3.23 of 4.20 s with the whole block decoded anew, 2.05 of 3.09 s with half of it);
-the VAE's own replays come from the block; the VAE is a small conv-VAE with a spatial latent (2 x 16 x 16 for 32 px) sized for the input (``datafree.models.vae``)
-rather than the paper's generator-shaped decoder with a 1000-d vector latent; the teacher-logit term
-weighs 0.1, not 1.  Both measured on 2,560 resnet56 inversions (400 VAE steps, 256 held-back samples):
-with weight 1 the logit term swamps the pixel term (pixel L1 0.19, teacher argmax kept on 17 % of
-reconstructions); with 0.1 and a 4 x 8 x 8 latent 0.08 / 25 %, with 0.1 and 2 x 16 x 16 0.05 / 64 %.
+Deviations from the paper (each for a CPU budget): the pseudo replays are served from a block of ``block``
+samples, a FIFO into which a ``refresh`` share (half) is decoded anew per synthesized batch, with the
+teacher's logits for them and their mirror cached, and the student draws its replay share from the current
+block (the paper decodes fresh ones for every student step; nudging, a teacher forward and backward pass
+per step, is the replay's largest cost: per synthesized batch with the resnet56 teacher on this 2-core
+CPU, 3.23 of 4.20 s with the whole block decoded anew, 2.05 of 3.09 s with half of it); the VAE's own
+replays come from the block; the VAE is a small conv-VAE with a spatial latent (2 x 16 x 16 for 32 px)
+sized for the input (``datafree.models.vae``) rather than the paper's generator-shaped decoder with a
+1000-d vector latent; the teacher-logit term weighs 0.1, not 1. Both measured on 2,560 resnet56 inversions
+(400 VAE steps, 256 held-back samples): with weight 1 the logit term swamps the pixel term (pixel L1 0.19,
+teacher argmax kept on 17 % of reconstructions); with 0.1 and a 4 x 8 x 8 latent 0.08 / 25 %, with 0.1 and
+2 x 16 x 16 0.05 / 64 %.
 
 The nudge adds the teacher's BatchNorm-statistics loss to the paper's class term, because a small VAE's
 prior samples alone are not replay: probe (1,741 synthetic resnet56 samples as the stream, a VAE
