@@ -14,7 +14,7 @@
    - ``condensed_only_DM10_published`` (and with --all-published DC/DSA): the published sets, same protocol;
    - ``fewshot_guided_k10``: k=10 real images per class (train_subset.npz's first 100) as the guide.
 Held-out accuracy (full test set) after every round outside the clock, for reporting only.  Our condensed
-sets (110 and 1,100 images: the data owner's release) and each finished variant's row are kept in
+sets (10 and 100 images: the data owner's release) and each finished variant's row are kept in
 benchmarks/results/cifar10_condensed/, so that ``--resume`` in a later sitting reuses them.  Writes
 benchmarks/results/cifar10_condensed.json and cifar10_condensed.png.  Run it with nothing else busy.
 """
