@@ -144,14 +144,15 @@ class VAEReplay:
         n = cfg.block if self.block is None else max(1, round(cfg.refresh * cfg.block))
         x, _ = self.generate(n)
         x = SamplePool.quantize(x)  # serve exactly what a stored sample would be
-        new = SamplePool.to_uint8(x)
-        self.block = new if self.block is None else torch.cat([new, self.block])[:cfg.block]
+
+        def push(new: torch.Tensor, old: torch.Tensor | None) -> torch.Tensor:
+            return new if old is None else torch.cat([new, old])[:cfg.block]
+
+        self.block = push(SamplePool.to_uint8(x), self.block)
         if self.ctx.cache_logits:
             with torch.no_grad():
                 both = self._teacher(torch.cat([x, x.flip(3)]))
-            logits = torch.stack(both.chunk(2), 1)
-            old = self.block_logits
-            self.block_logits = logits if old is None or n == cfg.block else torch.cat([logits, old])[:cfg.block]
+            self.block_logits = push(torch.stack(both.chunk(2), 1), self.block_logits)
 
     # -- VAE update ------------------------------------------------------------------------------
     def _lr(self, progress: float) -> float:
