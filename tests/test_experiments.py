@@ -49,11 +49,15 @@ def test_rows_from_machines_of_different_speed_are_not_comparable():
     assert comparable({"a": {"machine_speed": 100.0}, "b": {"machine_speed": None}})["met"] is None
 
 
-def test_whole_run_synthesis_rates_decide_over_the_spot_reference_when_every_row_synthesized():
+def test_whole_run_rates_of_the_same_work_decide_over_the_spot_reference():
     a = {"machine_speed": 417.0, "synthetic_images_per_s": 10.8}
     b = {"machine_speed": 332.0, "synthetic_images_per_s": 10.5}  # a slow spot reading, same speed over the run
     assert comparable({"a": a, "b": b})["met"] is True
     assert comparable({"a": a, "b": {**b, "synthetic_images_per_s": 4.0}})["met"] is False
-    no_synth = {"machine_speed": 332.0, "synthetic_images_per_s": 0}  # condensed-only: the reference decides
-    assert comparable({"a": a, "c": no_synth})["basis"] == "machine_speed"
-    assert comparable({"a": a, "c": no_synth})["met"] is False
+    # condensed-only rows did no synthesis: their student rates are compared with each other, not with a's
+    c = {"machine_speed": 300.0, "synthetic_images_per_s": None, "student_images_per_s": 197.9}
+    d = {"machine_speed": 406.0, "synthetic_images_per_s": None, "student_images_per_s": 198.7}
+    out = comparable({"a": a, "b": b, "c": c, "d": d})
+    assert set(out["groups"]) == {"synthetic_images_per_s", "student_images_per_s"} and out["met"] is True
+    assert comparable({"a": a, "c": c, "d": {**d, "student_images_per_s": 120.0}})["met"] is False
+    assert comparable({"a": a, "e": {"machine_speed": None}})["met"] is None
