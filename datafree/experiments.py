@@ -131,12 +131,8 @@ def comparable(rows: dict[str, dict], tolerance: float = 0.15) -> dict:
     speeds = {k: r.get("machine_speed") for k, r in rows.items()}
     kinds: dict[str, dict[str, float | None]] = {}
     for k, r in rows.items():
-        if r.get("synthetic_images_per_s"):
-            kinds.setdefault("synthetic_images_per_s", {})[k] = r["synthetic_images_per_s"]
-        elif r.get("student_images_per_s"):
-            kinds.setdefault("student_images_per_s", {})[k] = r["student_images_per_s"]
-        else:
-            kinds.setdefault("machine_speed", {})[k] = speeds[k]
+        basis = next((b for b in ("synthetic_images_per_s", "student_images_per_s") if r.get(b)), "machine_speed")
+        kinds.setdefault(basis, {})[k] = r.get(basis)
     groups = {}
     for basis, rates in kinds.items():
         known = [v for v in rates.values() if v]
