@@ -7,7 +7,8 @@ time split and the accuracy history, and draws all accuracy curves in one PNG.
 
 A 60-minute benchmark of four variants outlasts one sitting, and run directories do not travel with the
 repository; ``keep`` names a (committed) folder where each finished variant's row is written as
-``<name>.json``, with the commit it ran at, so that a later ``resume`` reuses it instead of rerunning.
+``<name>.json``, with the commit it ran at, so that a later ``resume`` reuses it instead of rerunning
+(from any checkout: paths in the kept configuration are relative to the checkout, see ``same_config``).
 Sittings can land on machines of different speed (measured here: 2.3x apart), which a wall-clock budget
 turns into different amounts of work; ``calibrate`` (e.g. ``reference_speed``) is measured before each
 variant and kept in its row, and ``comparable`` tells whether a set of rows ran at the same speed.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -60,7 +62,7 @@ def run_variants(variants: dict[str, dict], run: Callable[..., object], out_root
         done = (out / "report.json").is_file() and (out / "student.safetensors").is_file()
         prev = json.loads(kept.read_text()) if kept is not None and kept.is_file() else None
         if resume and not done and prev is not None:
-            if prev.get("kwargs") == _jsonable(kwargs):
+            if same_config(prev.get("kwargs"), portable_config(kwargs)):
                 print(f"== {name}: finished run kept in {kept} (commit {prev.get('commit')}), reused", flush=True)
                 results[name] = prev
                 continue
@@ -79,7 +81,7 @@ def run_variants(variants: dict[str, dict], run: Callable[..., object], out_root
             speed = prev.get("machine_speed")
         results[name] = {**read_run(out), "machine_speed": speed}
         if kept is not None:
-            row = {**results[name], "kwargs": _jsonable(kwargs), "commit": _git_commit()}
+            row = {**results[name], "kwargs": portable_config(kwargs), "commit": _git_commit()}
             kept.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(kept, json.dumps(row, indent=1) + "\n")
             results[name] = row
@@ -140,12 +142,40 @@ def comparable(rows: dict[str, dict], tolerance: float = 0.15) -> dict:
                          max(known) <= (1 + tolerance) * min(known)}
     met = [g["met"] for g in groups.values()]
     return {"machine_speed": speeds, "tolerance": tolerance, "groups": groups,
+            "scope": "met: every group's rows agree in rate; rows of different groups are not compared by rate",
             "met": None if None in met else all(met)}
 
 
-def _jsonable(x: object) -> object:
-    """``x`` as it reads back from JSON (tuples become lists), to compare a kept row's configuration."""
-    return json.loads(json.dumps(x, default=str))
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def portable_config(x: object, root: Path = _ROOT) -> object:
+    """``x`` as it reads back from JSON (tuples become lists), with absolute paths made relative to the
+    checkout ``root`` (``benchmarks/...``, ``../shared/...``) so that a kept row matches from any checkout."""
+
+    def rel(v: object) -> object:
+        if isinstance(v, dict):
+            return {k: rel(u) for k, u in v.items()}
+        if isinstance(v, list):
+            return [rel(u) for u in v]
+        return os.path.relpath(v, root) if isinstance(v, str) and os.path.isabs(v) else v
+
+    return rel(json.loads(json.dumps(x, default=str)))
+
+
+def same_config(kept: object, now: object) -> bool:
+    """Whether a kept row's ``kwargs`` equal ``now`` (portable form).  Rows kept before paths were stored
+    relative hold absolute paths of the checkout that ran them: such a path matches a relative one it ends
+    with (``/work/wt/benchmarks/x.npz`` ~ ``benchmarks/x.npz``; ``/work/shared/m.pt`` ~ ``../shared/m.pt``)."""
+    if isinstance(kept, dict) and isinstance(now, dict):
+        return kept.keys() == now.keys() and all(same_config(kept[k], now[k]) for k in kept)
+    if isinstance(kept, list) and isinstance(now, list):
+        return len(kept) == len(now) and all(same_config(a, b) for a, b in zip(kept, now))
+    if isinstance(kept, str) and isinstance(now, str) and os.path.isabs(kept) and not os.path.isabs(now):
+        tail = Path(now).parts
+        tail = tail[next((i for i, p in enumerate(tail) if p != ".."), len(tail)):]
+        return bool(tail) and Path(kept).parts[-len(tail):] == tail
+    return kept == now
 
 
 def _git_commit() -> str | None:
@@ -186,20 +216,25 @@ def markdown_table(results: dict[str, dict]) -> str:
 def replay_bars(res: dict[str, dict]) -> dict:
     """The replay bars on measured results: each replay kind against ``none`` (mean-over-run gain >= 2
     points, max drawdown at most half, last not below), and the VAE's bytes against the bank's; they hold
-    only if every variant ran at the same machine speed (``same_machine_speed``)."""
+    only if every variant ran at the same machine speed (``same_machine_speed``).  A variant named with a
+    suffix (``vae+ema0.99``) is compared with ``none`` of the same suffix."""
     bars: dict = {"same_machine_speed": comparable(res)}
-    none = res.get("none")
-    for k in [k for k in res if k != "none"] if none else []:
-        r = res[k]
+    for k, r in res.items():
+        suffix = k[len(k.split("+")[0]):]
+        none = res.get("none" + suffix)
+        if none is None or k == "none" + suffix:
+            continue
         bars[k] = {"mean_gain_pt": 100 * (r["mean_accuracy"] - none["mean_accuracy"]),
                    "mean_gain_ge_2pt": r["mean_accuracy"] - none["mean_accuracy"] >= 0.02,
                    "drawdown_at_most_half": r["max_drawdown"] <= 0.5 * none["max_drawdown"],
                    "last_not_below_none": r["last_accuracy"] >= none["last_accuracy"]}
-    if "vae" in res and "memory-bank" in res:
-        vae, bank = res["vae"], res["memory-bank"]
+    for suffix in dict.fromkeys(k[len(k.split("+")[0]):] for k in res):
+        vae, bank = res.get("vae" + suffix), res.get("memory-bank" + suffix)
+        if vae is None or bank is None:
+            continue
         vb, bb = vae["replay_footprint"]["bytes"], bank["replay_footprint"]["capacity_bytes"]
-        bars["vae_vs_bank"] = {"vae_bytes": vb, "vae_weights_bytes": vae["replay_footprint"]["weights_bytes"],
-                               "bank_capacity_bytes": bb, "bank_bytes_used": bank["replay_footprint"]["bytes"],
-                               "bank_over_vae_bytes": bb / vb,
-                               "vae_mean_ge_bank_mean": vae["mean_accuracy"] >= bank["mean_accuracy"]}
+        bars["vae_vs_bank" + suffix] = {
+            "vae_bytes": vb, "vae_weights_bytes": vae["replay_footprint"]["weights_bytes"],
+            "bank_capacity_bytes": bb, "bank_bytes_used": bank["replay_footprint"]["bytes"],
+            "bank_over_vae_bytes": bb / vb, "vae_mean_ge_bank_mean": vae["mean_accuracy"] >= bank["mean_accuracy"]}
     return bars

@@ -3,7 +3,9 @@
 import json
 from pathlib import Path
 
-from datafree.experiments import comparable, run_variants
+import pytest
+
+from datafree.experiments import comparable, portable_config, replay_bars, run_variants, same_config
 
 
 def _fake_run(calls: list):
@@ -61,3 +63,43 @@ def test_whole_run_rates_of_the_same_work_decide_over_the_spot_reference():
     assert set(out["groups"]) == {"synthetic_images_per_s", "student_images_per_s"} and out["met"] is True
     assert comparable({"a": a, "c": c, "d": {**d, "student_images_per_s": 120.0}})["met"] is False
     assert comparable({"a": a, "e": {"machine_speed": None}})["met"] is None
+
+
+def test_kept_rows_match_from_another_checkout(tmp_path):
+    """Paths are kept relative to the checkout; rows kept before that (absolute paths of the checkout that
+    ran them) still match the same file from another checkout, and a different file does not."""
+    root = tmp_path / "repo"
+    paths = {"guide": str(root / "benchmarks/x.npz"), "w": str(tmp_path / "shared/m.pt"), "seed": 0}
+    now = portable_config(paths, root)
+    assert now == {"guide": "benchmarks/x.npz", "w": "../shared/m.pt", "seed": 0}
+    legacy = {"guide": "/work/wt/benchmarks/x.npz", "w": "/work/shared/m.pt", "seed": 0}
+    assert same_config(legacy, now) and same_config(now, now)
+    assert not same_config({**legacy, "guide": "/work/wt/benchmarks/y.npz"}, now)
+    assert not same_config({**legacy, "w": "/work/other/m.pt"}, now)
+    assert not same_config({**legacy, "seed": 1}, now)
+    assert not same_config({"guide": legacy["guide"], "w": legacy["w"]}, now)
+
+
+def _row(mean: float, last: float, drawdown: float, replay_bytes: int = 0) -> dict:
+    return {"mean_accuracy": mean, "last_accuracy": last, "max_drawdown": drawdown,
+            "replay_footprint": {"bytes": replay_bytes, "weights_bytes": replay_bytes, "capacity_bytes": replay_bytes}}
+
+
+def test_replay_bars_compare_each_variant_with_none_of_the_same_suffix():
+    res = {"none": _row(0.40, 0.45, 0.04), "vae": _row(0.43, 0.46, 0.01, 10), "memory-bank": _row(0.42, 0.44, 0.03, 90),
+           "none+ema0.99": _row(0.45, 0.46, 0.01), "vae+ema0.99": _row(0.46, 0.47, 0.006, 10)}
+    bars = replay_bars(res)
+    assert bars["vae"] == {"mean_gain_pt": pytest.approx(3.0), "mean_gain_ge_2pt": True, "drawdown_at_most_half": True,
+                           "last_not_below_none": True}
+    assert bars["memory-bank"]["drawdown_at_most_half"] is False and bars["memory-bank"]["last_not_below_none"] is False
+    assert bars["vae+ema0.99"]["mean_gain_pt"] == pytest.approx(1.0)  # against none+ema0.99, not none
+    assert "none+ema0.99" not in bars and "none" not in bars
+    assert bars["vae_vs_bank"]["bank_over_vae_bytes"] == 9.0 and "vae_vs_bank+ema0.99" not in bars
+
+
+def test_replay_bars_of_the_committed_results_are_reproduced():
+    stored = json.loads((Path(__file__).resolve().parents[1] / "benchmarks/results/cifar10_replay.json").read_text())
+    again = replay_bars(stored["results"])
+    for k, v in stored["bars"].items():
+        if k != "same_machine_speed":
+            assert again[k] == v, k
