@@ -9,7 +9,9 @@ Same seed, same wall-clock budget, same synthesizer for each replay strategy:
 - ``memory-bank``: MB-DFKD with a bank of ``--bank`` bytes; the default ``10x`` is ten times the VAE's
   measured footprint (weights + Adam state + decoded block), the comparison the bar asks for: if the
   VAE's mean-over-run accuracy is at least this bank's, the bank that matches the VAE needs >= 10x its bytes;
-- ``memory-bank@200000``: the library default, a bank large enough to keep every sample of the run.
+- ``memory-bank@200000``: the library default, a bank large enough to keep every sample of the run;
+- a ``+ema<decay>`` suffix (``none+ema0.99``) evaluates an EMA of the student's weights (``distill(ema=...)``);
+  such a variant is compared with ``none`` of the same suffix.
 Held-out accuracy (the full 10k test set) is measured after every round outside the method clock and
 selects nothing.  Each finished variant is kept in benchmarks/results/cifar10_replay/<variant>.json (with
 its commit and the machine's measured reference speed) and reused by ``--resume`` in a later sitting -
@@ -40,7 +42,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bank", default="10x", help="bank size: '10x' (times the VAE's footprint), '40MB' or samples")
     ap.add_argument("--variants", default="none,vae,memory-bank,memory-bank@200000",
-                    help="comma-separated; memory-bank@N is a bank of N samples (200000: every sample of the run)")
+                    help="comma-separated; memory-bank@N is a bank of N samples (200000: every sample of the run); "
+                    "a +ema<decay> suffix (none+ema0.99) evaluates an EMA of the student's weights")
     ap.add_argument("--out", default="runs/bench_cifar10_replay")
     ap.add_argument("--resume", action="store_true", help="continue an interrupted variant, reuse finished ones")
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
@@ -52,12 +55,14 @@ def main() -> None:
     names = a.variants.split(",")
     res: dict[str, dict] = {}
     for name in names:  # one at a time: the bank's size may depend on the VAE's measured footprint
-        kind, _, size = name.partition("@")  # memory-bank@200000: a bank of that many samples
+        base, _, ema = name.partition("+ema")  # none+ema0.99: an EMA of the student's weights, decay 0.99
+        kind, _, size = base.partition("@")  # memory-bank@200000: a bank of that many samples
         opts: dict = {}
         if kind == "memory-bank":
-            vae = res["vae"]["replay_footprint"]["bytes"] if "vae" in res else None
+            vae = next((res[v]["replay_footprint"]["bytes"] for v in ("vae", f"vae+ema{ema}") if v in res), None)
             opts = bank_options(size or a.bank, vae)
-        res.update(run_variants({name: dict(replay=kind, replay_opts=opts, **common)}, datafree.distill, a.out,
+        extra = {"ema": float(ema)} if ema else {}
+        res.update(run_variants({name: dict(replay=kind, replay_opts=opts, **common, **extra)}, datafree.distill, a.out,
                                 a.resume, keep=Path(a.results) / "cifar10_replay", calibrate=reference_speed))
     out = Path(a.results)
     out.mkdir(parents=True, exist_ok=True)

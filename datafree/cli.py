@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--synth-every", type=int, help="student steps per synthesis call (default 10)")
     d.add_argument("--lr", type=float, help="student SGD learning rate, cosine-decayed (default 0.05)")
     d.add_argument("--temperature", type=float, help="KD temperature (default 20)")
+    d.add_argument("--ema", type=float, help="evaluate, report and save an exponential moving average of the "
+                   "student's weights with this decay per step (e.g. 0.99; default: off, the last weights)")
     d.add_argument("--loss", choices=["kl", "l1"], help="KD loss: KL with temperature (default) or L1 on logits")
     d.add_argument("--no-flip", action="store_true", help="no mirror augmentation (digits, text)")
     d.add_argument("--no-teacher-cache", action="store_true",
@@ -211,8 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _distill(a: argparse.Namespace) -> None:
     from datafree.api import distill
 
-    opts = {k: v for k, v in {"batch_size": a.batch_size, "kd_steps": a.kd_steps, "synth_every": a.synth_every,
-                              "lr": a.lr, "temperature": a.temperature, "loss": a.loss}.items() if v is not None}
+    given = {"batch_size": a.batch_size, "kd_steps": a.kd_steps, "synth_every": a.synth_every, "lr": a.lr,
+             "temperature": a.temperature, "loss": a.loss, "ema": a.ema}
+    opts = {k: v for k, v in given.items() if v is not None}
     if a.novel_window:
         opts["novel_window"] = a.novel_window
     for flag, key in ((a.no_bf16, "bf16"), (a.no_flip, "flip"), (a.no_teacher_cache, "cache_teacher")):

@@ -76,8 +76,10 @@ def _cli(out: Path, *extra: str) -> list[str]:
             "--out", str(out), *extra]
 
 
-def test_resume_after_kill9_reproduces_the_uninterrupted_weights(tmp_path):
-    full, killed = full_and_killed_then_resumed(_cli, tmp_path, kill_after_rows=2)
+@pytest.mark.parametrize("extra", [(), ("--ema", "0.9")], ids=["last-weights", "ema"])
+def test_resume_after_kill9_reproduces_the_uninterrupted_weights(tmp_path, extra):
+    full, killed = full_and_killed_then_resumed(lambda out, *more: _cli(out, *extra, *more), tmp_path,
+                                                kill_after_rows=2)
     metrics = killed / "metrics.jsonl"
     a, b = load_safetensors(full / "student.safetensors"), load_safetensors(killed / "student.safetensors")
     assert a.keys() == b.keys()
@@ -102,6 +104,26 @@ def test_cached_teacher_logits_are_exact_for_both_views():
     with torch.no_grad():
         assert torch.allclose(logits[:, 0], eng.teacher(x), atol=1e-5)
         assert torch.allclose(logits[:, 1], eng.teacher(x.flip(3)), atol=1e-5)
+
+
+def test_ema_student_is_the_running_average_of_the_trained_weights():
+    from datafree.errors import DatafreeError
+
+    eng = _engine(rounds=1, ema=0.9, bf16=False)
+    eng._synthesize({})
+    want = [t.clone() for t in (*eng.student.parameters(), *eng.student.buffers()) if t.is_floating_point()]
+    for step in range(3):
+        eng._kd_step()
+        d = min(0.9, (1 + step) / (10 + step))  # the warm-up of the decay
+        now = [t for t in (*eng.student.parameters(), *eng.student.buffers()) if t.is_floating_point()]
+        want = [d * w + (1 - d) * t for w, t in zip(want, now)]
+    got = [t for t in (*eng.ema.parameters(), *eng.ema.buffers()) if t.is_floating_point()]
+    assert all(torch.allclose(g, w, atol=1e-6) for g, w in zip(got, want))
+    assert not all(torch.equal(g, t) for g, t in zip(got, now))  # an average, not a copy
+    assert not any(p.requires_grad for p in eng.ema.parameters())
+    assert eng.run_loop().student is eng.ema  # the averaged weights are what is returned (and saved)
+    with pytest.raises(DatafreeError, match="ema must be in"):
+        _engine(ema=1.0)
 
 
 def test_wall_clock_budget_is_respected():
