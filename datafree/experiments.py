@@ -219,21 +219,24 @@ def replay_bars(res: dict[str, dict]) -> dict:
     only if every variant ran at the same machine speed (``same_machine_speed``).  A variant named with a
     suffix (``vae+ema0.99``) is compared with ``none`` of the same suffix."""
     bars: dict = {"same_machine_speed": comparable(res)}
+
+    def suffix(name: str) -> str:  # "vae+ema0.99" -> "+ema0.99"
+        return "".join(name.partition("+")[1:])
+
     for k, r in res.items():
-        suffix = k[len(k.split("+")[0]):]
-        none = res.get("none" + suffix)
-        if none is None or k == "none" + suffix:
+        none = res.get("none" + suffix(k))
+        if none is None or k == "none" + suffix(k):
             continue
         bars[k] = {"mean_gain_pt": 100 * (r["mean_accuracy"] - none["mean_accuracy"]),
                    "mean_gain_ge_2pt": r["mean_accuracy"] - none["mean_accuracy"] >= 0.02,
                    "drawdown_at_most_half": r["max_drawdown"] <= 0.5 * none["max_drawdown"],
                    "last_not_below_none": r["last_accuracy"] >= none["last_accuracy"]}
-    for suffix in dict.fromkeys(k[len(k.split("+")[0]):] for k in res):
-        vae, bank = res.get("vae" + suffix), res.get("memory-bank" + suffix)
+    for sfx in dict.fromkeys(suffix(k) for k in res):
+        vae, bank = res.get("vae" + sfx), res.get("memory-bank" + sfx)
         if vae is None or bank is None:
             continue
         vb, bb = vae["replay_footprint"]["bytes"], bank["replay_footprint"]["capacity_bytes"]
-        bars["vae_vs_bank" + suffix] = {
+        bars["vae_vs_bank" + sfx] = {
             "vae_bytes": vb, "vae_weights_bytes": vae["replay_footprint"]["weights_bytes"],
             "bank_capacity_bytes": bb, "bank_bytes_used": bank["replay_footprint"]["bytes"],
             "bank_over_vae_bytes": bb / vb, "vae_mean_ge_bank_mean": vae["mean_accuracy"] >= bank["mean_accuracy"]}

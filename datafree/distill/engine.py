@@ -295,14 +295,11 @@ class Distiller:
         except RuntimeError:
             raise DatafreeError(f"the checkpoint in '{self.run.path}' belongs to a different student; "
                                 "use another --out or drop --resume") from None
-        if "pool" not in state or state.get("replay_name") != self.cfg.replay:
+        ema_then = state.get("ema") is not None
+        if "pool" not in state or state.get("replay_name") != self.cfg.replay or ema_then != (self.ema is not None):
             raise DatafreeError(f"the checkpoint in '{self.run.path}' was made with other settings (replay "
-                                f"'{state.get('replay_name', '?')}'); resume with the same options or use another "
-                                "--out")
-        if (state.get("ema") is None) != (self.ema is None):
-            raise DatafreeError(f"the checkpoint in '{self.run.path}' was made with other settings (ema "
-                                f"{'on' if state.get('ema') is not None else 'off'}); resume with the same options "
-                                "or use another --out")
+                                f"'{state.get('replay_name', '?')}', ema {'on' if ema_then else 'off'}); resume with "
+                                "the same options or use another --out")
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
             self.ema_steps = state["ema_steps"]
