@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--guide-opt", type=_kv, action="append", default=[], metavar="KEY=VALUE",
                    help="guide option, repeatable: adv=1 (alignment weight), ratio=0.1 (share of student batch), "
                    "kd_weight=0 (> 0: a separate KD term of that weight on the guide samples), lr_d=2e-4, "
-                   "d_steps=1, hidden=256, strategy=color_crop_cutout_flip_scale_rotate")
+                   "d_steps=1, hidden=256, strategy=color_crop_cutout_flip_scale_rotate, noise_target=0.6 (ADA's "
+                   "overfitting target for D's adaptive feature noise; none: off), noise_step=0.02, noise_max=4")
     d.add_argument("--novel-window", type=int, help="the newest synthetic samples the student draws its "
                    "non-replay share from (default: as many as one round synthesizes)")
     d.add_argument("--batch-size", type=int, help="student batch size (default 256)")

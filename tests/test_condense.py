@@ -74,7 +74,7 @@ def test_condense_cli_writes_a_run_dir(tmp_path):
 def test_discriminator_separates_condensed_features_from_noise():
     torch.manual_seed(0)
     inv = TeacherInverter(trained_tiny_teacher(), 4, bf16=False)
-    guide = Guide(GuideConfig(lr_d=2e-3, strategy="flip"), _real(5), inv, "tiny")
+    guide = Guide(GuideConfig(lr_d=2e-3, strategy="flip", noise_target=None), _real(5), inv, "tiny")
     y = torch.arange(4).repeat(16)
     x_noise = torch.rand(64, *SHAPE)
     with torch.no_grad():
@@ -105,7 +105,35 @@ def test_classes_without_guide_images_get_no_alignment_or_discriminator_pairs():
     assert float(guide.align_loss(f[only_missing], y[only_missing])) == 0.0
     assert guide.update_discriminator(torch.rand(int(only_missing.sum()), *SHAPE), y[only_missing]) == {}
     m = guide.update_discriminator(torch.rand(len(y), *SHAPE), y)
-    assert set(m) == {"guide_d_loss", "guide_d_acc"}
+    assert set(m) == {"guide_d_loss", "guide_d_acc", "guide_r_t", "guide_noise"}
+
+
+def test_adaptive_feature_noise_holds_back_a_discriminator_that_memorises_one_image_per_class():
+    """ADA's heuristic: with a single guide image per class D's r_t = E[sign(D(real))] runs to 1; the
+    controller raises the feature noise while r_t is above the target, and D's r_t stays lower than
+    without it; the noise level is part of the checkpoint and 'none' turns it off."""
+    other = _real(16, seed=1)  # "synthetic" images from the guide's own classes: only memorising tells them apart
+    x_syn, y = other.float(), other.y
+
+    def train(target):
+        torch.manual_seed(0)
+        inv = TeacherInverter(trained_tiny_teacher(), 4, bf16=False)
+        guide = Guide(GuideConfig(lr_d=2e-3, strategy="flip", noise_target=target, noise_step=0.05), _real(1),
+                      inv, "one per class")
+        r = [guide.update_discriminator(x_syn, y)["guide_r_t"] for _ in range(150)]
+        return guide, sum(r[-50:]) / 50
+
+    off, r_off = train(None)
+    on, r_on = train(0.6)
+    assert off.sigma == 0.0 and r_off > 0.95  # D memorises the four images
+    assert 0.0 < on.sigma < on.cfg.noise_max and r_on < r_off - 0.2
+    assert GuideConfig(noise_target="none").noise_target is None
+    with pytest.raises(DatafreeError, match="noise_target"):
+        Guide(GuideConfig(noise_target=1.5), _real(1), on.inv)
+    inv = TeacherInverter(trained_tiny_teacher(), 4, bf16=False)
+    restored = Guide(GuideConfig(strategy="flip"), _real(1), inv)
+    restored.load_state_dict(on.state_dict())
+    assert restored.sigma == on.sigma
 
 
 def test_guided_and_mix_give_the_student_the_same_union_and_a_separate_term_is_opt_in():
@@ -175,6 +203,7 @@ def test_a_guided_synthesizer_updates_the_discriminator_and_checkpoints_it(synth
     restored.load_state_dict(s.state_dict())
     for k, v in s.guide.disc.state_dict().items():
         assert torch.equal(restored.guide.disc.state_dict()[k], v)
+    assert restored.guide.sigma == s.guide.sigma
 
 
 def test_a_synthesizer_that_cannot_be_guided_is_one_clear_error(tmp_path, monkeypatch):
