@@ -81,7 +81,9 @@ def run_variants(variants: dict[str, dict], run: Callable[..., object], out_root
             speed = prev.get("machine_speed")
         results[name] = {**read_run(out), "machine_speed": speed}
         if kept is not None:
-            row = {**results[name], "kwargs": portable_config(kwargs), "commit": _git_commit()}
+            ran_before = resume and done and prev is not None  # a reused run dir keeps the commit it ran at
+            commit = prev.get("commit") if ran_before else _git_commit()
+            row = {**results[name], "kwargs": portable_config(kwargs), "commit": commit}
             kept.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(kept, json.dumps(row, indent=1) + "\n")
             results[name] = row

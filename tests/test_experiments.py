@@ -37,6 +37,20 @@ def test_kept_variant_is_reused_across_run_dirs(tmp_path):
     assert json.loads((keep / "a.json").read_text())["kwargs"] == {"lr": 0.25}
 
 
+def test_a_reused_run_dir_keeps_the_commit_it_ran_at(tmp_path, monkeypatch):
+    import datafree.experiments as ex
+
+    keep, runs = tmp_path / "kept", tmp_path / "runs"
+    monkeypatch.setattr(ex, "_git_commit", lambda: "aaaaaaa")
+    run_variants({"a": {"lr": 0.5}}, _fake_run([]), runs, resume=True, keep=keep)
+    monkeypatch.setattr(ex, "_git_commit", lambda: "bbbbbbb")  # a later sitting, another commit
+    calls: list = []
+    res = run_variants({"a": {"lr": 0.5}, "b": {"lr": 0.1}}, _fake_run(calls), runs, resume=True, keep=keep)
+    assert calls == [0.1]  # a's finished run directory was reused
+    assert res["a"]["commit"] == json.loads((keep / "a.json").read_text())["commit"] == "aaaaaaa"
+    assert res["b"]["commit"] == "bbbbbbb"
+
+
 def test_machine_speed_is_measured_before_each_run_and_kept(tmp_path):
     res = run_variants({"a": {"lr": 0.5}, "b": {"lr": 0.1}}, _fake_run([]), tmp_path / "runs",
                        keep=tmp_path / "kept", calibrate=lambda: 100.0)
