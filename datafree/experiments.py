@@ -60,6 +60,7 @@ def run_variants(variants: dict[str, dict], run: Callable[..., object], out_root
         out = out_root / name
         kept = Path(keep) / f"{name}.json" if keep else None
         done = (out / "report.json").is_file() and (out / "student.safetensors").is_file()
+        reused = resume and done  # a finished run directory: read, not run again
         prev = json.loads(kept.read_text()) if kept is not None and kept.is_file() else None
         if resume and not done and prev is not None:
             if same_config(prev.get("kwargs"), portable_config(kwargs)):
@@ -68,7 +69,7 @@ def run_variants(variants: dict[str, dict], run: Callable[..., object], out_root
                 continue
             print(f"== {name}: {kept} ran another configuration; running again", flush=True)
         speed = None
-        if not (resume and done):
+        if not reused:
             if calibrate is not None:
                 speed = calibrate()
                 print(f"== {name} (machine speed: {speed:.0f} reference images/s)", flush=True)
@@ -81,8 +82,7 @@ def run_variants(variants: dict[str, dict], run: Callable[..., object], out_root
             speed = prev.get("machine_speed")
         results[name] = {**read_run(out), "machine_speed": speed}
         if kept is not None:
-            ran_before = resume and done and prev is not None  # a reused run dir keeps the commit it ran at
-            commit = prev.get("commit") if ran_before else _git_commit()
+            commit = prev.get("commit") if reused and prev is not None else _git_commit()  # the commit it ran at
             row = {**results[name], "kwargs": portable_config(kwargs), "commit": commit}
             kept.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(kept, json.dumps(row, indent=1) + "\n")
