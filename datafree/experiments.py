@@ -180,14 +180,20 @@ def same_config(kept: object, now: object) -> bool:
     return kept == now
 
 
-def _git_commit() -> str | None:
-    """The commit the code ran at (``-dirty`` with uncommitted changes), or None outside a git checkout."""
-    here = Path(__file__).resolve().parent
+# What a benchmark writes itself (its tables, kept rows and plots): a change there is an output, not code.
+# Inputs kept beside them (our condensed sets, .npz) still count.
+_OUTPUTS = [f":(top,exclude,glob)benchmarks/results/**/*.{ext}" for ext in ("json", "png", "md")]
+
+
+def _git_commit(here: Path | None = None) -> str | None:
+    """The commit the code ran at (``-dirty`` with uncommitted changes to tracked files other than the
+    benchmarks' own result files), or None outside a git checkout."""
+    here = here or Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)", *_OUTPUTS],
+                               cwd=here, capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return (sha + ("-dirty" if dirty else "")) if sha else None

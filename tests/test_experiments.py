@@ -128,3 +128,37 @@ def test_machine_facts_name_the_cpu_and_its_bf16_instructions(tmp_path):
         (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n")
         assert cpu_model(str(tmp_path / "cpuinfo")) == {"cpu_model": "Some CPU", "cpu_bf16": want}
     assert cpu_model(str(tmp_path / "absent"))["cpu_bf16"] is None
+
+
+def test_commit_is_dirty_for_code_not_for_result_files(tmp_path):
+    import shutil
+    import subprocess
+
+    from datafree.experiments import _git_commit
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    res = tmp_path / "benchmarks" / "results" / "bf16cpu"
+    res.mkdir(parents=True)
+    (tmp_path / "pkg").mkdir()
+    for f in (res / "table.json", res / "plot.png", res / "set.npz", tmp_path / "pkg" / "code.py"):
+        f.write_text("0")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "x")
+    here = tmp_path / "pkg"  # it is asked from inside the package, as datafree asks from its own folder
+    clean = _git_commit(here)
+    assert clean and not clean.endswith("-dirty")
+    (res / "table.json").write_text("1")
+    (res / "plot.png").write_text("1")
+    assert _git_commit(here) == clean  # the benchmark's own outputs
+    (res / "set.npz").write_text("1")
+    assert _git_commit(here) == clean + "-dirty"  # an input kept beside them
+    (res / "set.npz").write_text("0")
+    (tmp_path / "pkg" / "code.py").write_text("1")
+    assert _git_commit(here) == clean + "-dirty"
