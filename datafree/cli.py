@@ -109,7 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-teacher-cache", action="store_true",
                    help="run the teacher on every augmented batch (random crop + flip) instead of caching its "
                    "logits per sample and its mirror")
-    d.add_argument("--no-bf16", action="store_true", help="run everything in float32")
+    d.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
+                   help="bf16 autocast: auto (default) turns it on only where the CPU runs it fast (AVX512-BF16, AMX, "
+                   "AVX512, Arm BF16; an AVX2-only CPU runs bf16 about 10x slower than float32), on / off force it")
+    d.add_argument("--no-bf16", action="store_true", help="run everything in float32 (same as --bf16 off)")
     d.add_argument("--no-channels-last", action="store_true", help="keep the default NCHW memory format")
     d.add_argument("--deterministic", action="store_true", help="deterministic algorithms (for exact resume)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -222,6 +225,8 @@ def _distill(a: argparse.Namespace) -> None:
     for flag, key in ((a.no_bf16, "bf16"), (a.no_flip, "flip"), (a.no_teacher_cache, "cache_teacher")):
         if flag:
             opts[key] = False
+    if a.bf16 != "auto" and not a.no_bf16:
+        opts["bf16"] = a.bf16 == "on"
     res = distill(a.teacher, a.student, a.input_shape, a.num_classes, None if a.rounds else a.budget, a.rounds,
                   a.seed, teacher_weights=a.teacher_weights, mean=a.mean, std=a.std, eval_data=a.eval_data,
                   out=a.out, resume=a.resume, synthesizer=a.synthesizer, synth=dict(a.synth_opt),

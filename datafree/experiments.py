@@ -42,6 +42,7 @@ def read_run(out: str | Path) -> dict:
     return {"last_accuracy": s.get("accuracy"), **{k: s.get(k) for k in SUMMARY_KEYS if k in s},
             "teacher_accuracy": rep["teacher"].get("accuracy"), "data_used": rep.get("data_used"),
             "run_dir": str(out), "config": rep.get("config"), "wall_s": rep.get("wall_s"),
+            "machine": rep.get("machine"),
             "history": [{"round": r["round"], "elapsed_s": r["elapsed_s"], "accuracy": r.get("accuracy"),
                          "kd_loss": r["kd_loss"]} for r in rows]}
 
@@ -94,10 +95,14 @@ def run_variants(variants: dict[str, dict], run: Callable[..., object], out_root
 
 def reference_speed(seconds: float = 8.0) -> float:
     """Images per second of a fixed workload - resnet20 training steps on 128 random 32x32 images under
-    bf16 autocast and channels_last, as the engine runs them - to tell a slower machine from a worse method."""
+    channels_last and, where the engine turns it on (``bf16="auto"``, datafree.precision), bf16 autocast, as the
+    engine runs them - to tell a slower machine from a worse method."""
     import torch
 
     from datafree.models import create_model
+    from datafree.precision import bf16_fast
+
+    bf16 = bf16_fast()
 
     torch.manual_seed(0)
     model = create_model("resnet20", 10).to(memory_format=torch.channels_last)
@@ -106,7 +111,7 @@ def reference_speed(seconds: float = 8.0) -> float:
     y = torch.randint(0, 10, (128,))
 
     def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = torch.nn.functional.cross_entropy(model(x).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -122,11 +122,13 @@ def test_replay_bars_of_the_committed_results_are_reproduced():
 def test_machine_facts_name_the_cpu_and_its_bf16_instructions(tmp_path):
     from datafree.api import cpu_model, machine_info
 
-    assert {"cpu_model", "cpu_bf16", "cpu_count", "torch"} <= set(machine_info())
-    # a machine with AVX512-BF16 (bf16 work about twice as fast) is told apart from one without
-    for flags, want in (("fpu avx2 avx512f avx512_bf16", ["avx512_bf16"]), ("fpu avx2", False)):
+    assert {"cpu_model", "cpu_bf16", "bf16_autocast", "cpu_count", "torch"} <= set(machine_info())
+    # a machine with AVX512-BF16 (bf16 work about twice as fast) is told apart from one without, and an
+    # AVX2-only one (bf16 ~10x slower there) runs float32
+    for flags, want, auto in (("fpu avx2 avx512f avx512_bf16", ["avx512_bf16"], True), ("fpu avx2", False, False)):
         (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n")
-        assert cpu_model(str(tmp_path / "cpuinfo")) == {"cpu_model": "Some CPU", "cpu_bf16": want}
+        facts = cpu_model(str(tmp_path / "cpuinfo"))
+        assert facts == {"cpu_model": "Some CPU", "cpu_bf16": want, "bf16_autocast": auto}
     assert cpu_model(str(tmp_path / "absent"))["cpu_bf16"] is None
 
 

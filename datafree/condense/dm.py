@@ -12,7 +12,8 @@ mean embedding.  Every iteration:
 Images live in the space normalised by the real data's per-channel mean/std, as in the reference code.
 Deviations for a CPU budget: the budget is wall-clock (iterations as an option; the paper runs 20,000),
 real batches of 64 per class (paper: 256), and the real embeddings run under bf16 autocast (they need
-no gradient).  The output is clipped to [0, 1] and stored as uint8, the npz format of ../shared/data.
+no gradient) where the CPU runs it fast (``bf16="auto"``, datafree.precision).  The output is clipped to
+[0, 1] and stored as uint8, the npz format of ../shared/data.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from datafree.data.loaders import ImageSet
 from datafree.errors import DatafreeError
 from datafree.io.budget import Budget
 from datafree.models.convnet import ConvNet
+from datafree.precision import resolve_bf16
 from datafree.progress import Progress
 
 
@@ -43,7 +45,7 @@ class DMConfig:
     depth: int = 3
     strategy: str = DEFAULT_STRATEGY
     init: str = "real"  # real (the paper) | noise
-    bf16: bool = True
+    bf16: bool | str = "auto"  # the real embeddings' autocast: auto = where the CPU runs bf16 fast
     seed: int = 0
 
 
@@ -58,6 +60,7 @@ def condense(data: ImageSet, cfg: DMConfig, progress: bool = True, log=None) -> 
     if cfg.init not in ("real", "noise"):
         raise DatafreeError(f"condensation init must be real or noise, got '{cfg.init}'")
     budget = Budget.parse(cfg.budget, cfg.iterations)
+    bf16 = resolve_bf16(cfg.bf16)
     torch.manual_seed(cfg.seed)
     num_classes = int(data.y.max()) + 1
     idx = _by_class(data.y, num_classes)
@@ -81,7 +84,7 @@ def condense(data: ImageSet, cfg: DMConfig, progress: bool = True, log=None) -> 
             p.requires_grad_(False)
         seeds = torch.randint(0, 2**31 - 1, (num_classes,)).tolist()
         real = [dsa(xn[i[torch.randint(len(i), (cfg.batch_real,))]], cfg.strategy, s) for i, s in zip(idx, seeds)]
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             f_real = net.embed(torch.cat(real).contiguous(memory_format=torch.channels_last)).float()
         mu_real = f_real.view(num_classes, cfg.batch_real, -1).mean(1)
         aug = torch.cat([dsa(syn[ys == k], cfg.strategy, s) for k, s in enumerate(seeds)])

@@ -111,7 +111,7 @@ def synthetic_calibration(model: nn.Module, input_shape: tuple[int, ...], num_cl
 
     torch.manual_seed(seed)
     teacher = _copy_eval(model)
-    inv = TeacherInverter(teacher, num_classes, mean, std, 0.0, bf16=True, channels_last=False)
+    inv = TeacherInverter(teacher, num_classes, mean, std, 0.0, bf16="auto", channels_last=False)
     synth = PixelSynthesizer(PixelConfig(batch_size=batch_size, iterations=iterations, adv=0.0), inv, input_shape)
     bar = Progress("calibration data", progress)
     out = []

@@ -15,6 +15,7 @@ from torch import nn
 
 from datafree.data.augment import normalize
 from datafree.errors import DatafreeError
+from datafree.precision import resolve_bf16
 
 
 @dataclass
@@ -124,9 +125,10 @@ class TeacherInverter:
     """The frozen teacher with its hooks; computes the inversion losses for a batch in [0, 1]."""
 
     def __init__(self, teacher: nn.Module, num_classes: int, mean=None, std=None,
-                 bn_momentum: float = 0.0, bf16: bool = True, channels_last: bool = False) -> None:
+                 bn_momentum: float = 0.0, bf16: bool | str = "auto", channels_last: bool = False) -> None:
         self.teacher, self.num_classes = teacher.eval(), num_classes
-        self.mean, self.std, self.bf16, self.channels_last = mean, std, bf16, channels_last
+        self.mean, self.std, self.channels_last = mean, std, channels_last
+        self.bf16 = resolve_bf16(bf16)  # auto: only where the CPU runs bf16 fast (datafree.precision)
         for p in teacher.parameters():
             p.requires_grad_(False)
         bns = [m for m in teacher.modules() if isinstance(m, nn.BatchNorm2d)]

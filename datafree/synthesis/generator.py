@@ -18,7 +18,8 @@ generator steps a CPU budget affords, an unconditional G cannot learn which clas
 and the one-hot loss stalls (measured: CE ~7 after 40 calls); with a guide (``synthesis.guide``) the
 feature-alignment loss L_FA joins the inner loss; the loss weights are bn=3, oh=1 (paper
 scripts: 10 / 0.4-0.5), since at bn/oh = 20 the one-hot term barely moves within a CPU budget
-(measured on resnet56: CE 6.6 vs 0.6 after 60 s); and everything runs under bf16 autocast.
+(measured on resnet56: CE 6.6 vs 0.6 after 60 s); and everything runs under bf16 autocast where the CPU
+runs it fast (datafree.precision).
 """
 
 from __future__ import annotations
