@@ -215,3 +215,37 @@ def test_a_synthesizer_that_cannot_be_guided_is_one_clear_error(tmp_path, monkey
         datafree.distill(trained_tiny_teacher(), tiny_cnn(), input_shape=SHAPE, num_classes=4, rounds=1,
                          synthesizer="pixel", synth=TINY_PIXEL, guide=str(tmp_path / "cond.npz"), progress=False,
                          **TINY)
+
+
+def test_feature_matching_pulls_each_class_mean_towards_the_guide_and_keeps_the_samples_apart():
+    """align=feature_matching (Salimans et al. 2016): nothing to match before D's first update; then
+    optimising free synthetic features on L_FA brings each class's mean of D's hidden features to the
+    guide's, while the samples of a class stay spread (only the mean is pulled, not every sample)."""
+    torch.manual_seed(0)
+    inv = TeacherInverter(trained_tiny_teacher(), 4, bf16=False)
+    guide = Guide(GuideConfig(align="feature_matching", strategy="flip", noise_target=None), _real(1), inv, "ipc 1")
+    y = torch.arange(4).repeat(8)
+    _, f0 = inv.logits_and_features(torch.rand(len(y), *SHAPE))
+    assert float(guide.align_loss(f0, y)) == 0.0  # no D update yet
+    for _ in range(5):
+        guide.update_discriminator(torch.rand(len(y), *SHAPE), y)
+    assert guide.real_phi.shape == (4, guide.cfg.hidden) and bool(guide.real_seen.all())
+    f = f0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([f], 0.05)
+    first = float(guide.align_loss(f, y))
+    for _ in range(200):
+        loss = guide.align_loss(f, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(guide.align_loss(f, y)) < 0.05 * first
+    with torch.no_grad():
+        h0, h = guide.disc.phi(f0), guide.disc.phi(f)
+    spread = [float((h[y == c] - h[y == c].mean(0)).pow(2).sum(1).mean()) for c in range(4)]
+    spread0 = [float((h0[y == c] - h0[y == c].mean(0)).pow(2).sum(1).mean()) for c in range(4)]
+    assert min(s / s0 for s, s0 in zip(spread, spread0)) > 0.3
+    restored = Guide(GuideConfig(align="feature_matching", strategy="flip"), _real(1), inv)
+    restored.load_state_dict(guide.state_dict())  # the matched class means are part of the checkpoint
+    assert torch.equal(restored.real_phi, guide.real_phi)
+    with pytest.raises(DatafreeError, match="align"):
+        Guide(GuideConfig(align="mmd"), _real(1), inv)

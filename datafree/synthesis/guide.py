@@ -30,6 +30,15 @@ Training on the condensed samples alone is weak and simply mixing them with inve
 - D learns on DSA views but scores the generator's own crop+flip views in L_FA (a DSA view there would
   cost a second teacher pass per step).  D generalises across the two: after 6 rounds at ipc 1 its mean
   logit on synthetic DSA views was -1.66, on the crop+flip views -1.42, on guide DSA views +1.53.
+- ``align="feature_matching"`` replaces the generator's BCE on D by feature matching (Salimans et al.,
+  "Improved Techniques for Training GANs", NeurIPS 2016, Sec. 3.1) per class: each class's batch mean of
+  D's hidden features phi(f) is pulled to the guide images' mean at D's last update (relative squared
+  error), so a class's samples may spread around the guide images instead of each being pushed onto them.
+  Probe (synthetic data only, no test image): 30 synthesis calls of the resnet56 inverter, ipc 1, teacher
+  features of the last 12 batches; cosine of each class's mean with its guide image's feature / relative
+  within-class spread: unguided 0.598 / 0.220, BCE weight 1 (the default) 0.611 / 0.229, BCE weight 10
+  0.641 / 0.228, feature matching weight 1 0.610 / 0.225, weight 10 0.670 / 0.237.  At weight 1 neither
+  form moves the synthetic features within the few generator steps a CPU budget affords.
 ``mode="mix"`` (the naive baseline) keeps only the last point, the way a user would simply add the
 condensed samples to the synthetic pool: the student's data are the same, the generator is not guided,
 so the two modes differ in the guidance alone.  ``kd_weight`` > 0 gives the condensed samples a KD
@@ -63,6 +72,7 @@ from datafree.errors import DatafreeError
 @dataclass
 class GuideConfig:
     mode: str = "guided"  # guided | mix (naive: the samples only join the student's data)
+    align: str = "adversarial"  # generator L_FA: adversarial (BCE on D) | feature_matching (class means of phi)
     adv: float = 1.0  # weight of the generator's feature-alignment loss (paper: L_G = L_MI + L_FA)
     lr_d: float = 2e-4
     d_steps: int = 1  # discriminator updates per synthesis call
@@ -110,6 +120,8 @@ class Guide:
     def __init__(self, cfg: GuideConfig, data: ImageSet, inverter, source: str = "") -> None:
         if cfg.mode not in ("guided", "mix"):
             raise DatafreeError(f"guide mode must be guided or mix, got '{cfg.mode}'")
+        if cfg.align not in ("adversarial", "feature_matching"):
+            raise DatafreeError(f"guide align must be adversarial or feature_matching, got '{cfg.align}'")
         if not 0.0 < cfg.ratio <= 1.0:
             raise DatafreeError(f"guide ratio must be in (0, 1], got {cfg.ratio}")
         if cfg.kd_weight < 0:
@@ -127,6 +139,9 @@ class Guide:
         self.disc: FeatureDiscriminator | None = None
         self.opt: torch.optim.Optimizer | None = None
         self.sigma = 0.0  # the adaptive feature noise, in units of ``scale``
+        # feature matching: D's phi of the guide features, averaged per class at the last D update
+        self.real_phi: torch.Tensor | None = None
+        self.real_seen: torch.Tensor | None = None
         if cfg.mode == "guided":
             with torch.no_grad():
                 _, f = inverter.logits_and_features(self.x[:256])
@@ -159,8 +174,28 @@ class Guide:
         keep = self.has_class[y]
         if not bool(keep.any()):
             return torch.zeros(())
+        if self.cfg.align == "feature_matching":
+            return self._feature_matching(f_syn[keep], y[keep])
         logit = self.disc(self._noisy(f_syn[keep]), y[keep])
         return F.binary_cross_entropy_with_logits(logit, torch.ones_like(logit))
+
+    def _feature_matching(self, f_syn: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Salimans et al. 2016 (Sec. 3.1) per class: |mean phi(f_syn | y=c) - mean phi(f_cond | y=c)|^2,
+        relative to |mean phi(f_cond | y=c)|^2, averaged over the batch's classes.  Only a class's batch
+        mean is pulled, so its samples may spread around the guide images instead of onto them."""
+        if self.real_phi is None:
+            return torch.zeros(())  # no D update yet: nothing to match
+        nc = self.inv.num_classes
+        h = self.disc.phi(f_syn.float())
+        onehot = F.one_hot(y, nc).to(h.dtype)
+        n = onehot.sum(0)
+        present = (n > 0) & self.real_seen
+        if not bool(present.any()):
+            return torch.zeros(())
+        mean_syn = (onehot.t() @ h) / n.clamp_min(1)[:, None]
+        target = self.real_phi
+        rel = (mean_syn - target).pow(2).sum(1) / target.pow(2).sum(1).clamp_min(1e-8)
+        return rel[present].mean()
 
     def update_discriminator(self, x_syn: torch.Tensor, y: torch.Tensor) -> dict:
         """``d_steps`` updates of D on DSA views of the synthetic images ``x_syn`` (in [0, 1], aimed at
@@ -182,6 +217,13 @@ class Guide:
             loss.backward()
             self.opt.step()
             signs.append(lr.detach().sign())
+        if self.cfg.align == "feature_matching":  # the class means the generator's L_FA matches next
+            with torch.no_grad():
+                h = self.disc.phi(f_real.float())
+                onehot = F.one_hot(self.y[idx], self.inv.num_classes).to(h.dtype)
+                n = onehot.sum(0)
+                self.real_phi = (onehot.t() @ h) / n.clamp_min(1)[:, None]
+                self.real_seen = n > 0
         acc = 0.5 * (float((lr > 0).float().mean()) + float((ls < 0).float().mean()))
         r_t = float(torch.cat(signs).mean())  # ADA's overfitting heuristic on this update's real side
         if self.cfg.noise_target is not None:
@@ -201,11 +243,13 @@ class Guide:
     def state_dict(self) -> dict:
         if not self.guided:
             return {}
-        return {"disc": self.disc.state_dict(), "opt": self.opt.state_dict(), "sigma": self.sigma}
+        return {"disc": self.disc.state_dict(), "opt": self.opt.state_dict(), "sigma": self.sigma,
+                "real_phi": self.real_phi, "real_seen": self.real_seen}
 
     def load_state_dict(self, state: dict) -> None:
         if self.guided and state:
             self.disc.load_state_dict(state["disc"])
             self.opt.load_state_dict(state["opt"])
             self.sigma = float(state.get("sigma", 0.0))  # checkpoints from before the adaptive noise: none
+            self.real_phi, self.real_seen = state.get("real_phi"), state.get("real_seen")
 
