@@ -85,10 +85,8 @@ def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> dict:
     work runs about twice as fast (reference speed 858 vs 318-417 images/s on two 2-core VMs of this
     workplace), and an AVX2-only CPU runs float32, so wall-clock results of such machines are not comparable."""
     info = cpu_info(cpuinfo)
-    if not info["known"]:  # not Linux
-        return {"cpu_model": info["model"], "cpu_bf16": None, "bf16_autocast": bf16_fast(info)}
-    return {"cpu_model": info["model"] or "unknown", "cpu_bf16": sorted(info["flags"] & BF16_FLAGS) or False,
-            "bf16_autocast": bf16_fast(info)}
+    native = (sorted(info["flags"] & BF16_FLAGS) or False) if info["known"] else None  # None: not Linux
+    return {"cpu_model": info["model"] or "unknown", "cpu_bf16": native, "bf16_autocast": bf16_fast(info)}
 
 
 def machine_info() -> dict:

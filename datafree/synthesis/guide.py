@@ -185,17 +185,19 @@ class Guide:
         mean is pulled, so its samples may spread around the guide images instead of onto them."""
         if self.real_phi is None:
             return torch.zeros(())  # no D update yet: nothing to match
-        nc = self.inv.num_classes
-        h = self.disc.phi(f_syn.float())
-        onehot = F.one_hot(y, nc).to(h.dtype)
-        n = onehot.sum(0)
-        present = (n > 0) & self.real_seen
+        mean_syn, seen = self._class_means(self.disc.phi(f_syn.float()), y)
+        present = seen & self.real_seen
         if not bool(present.any()):
             return torch.zeros(())
-        mean_syn = (onehot.t() @ h) / n.clamp_min(1)[:, None]
         target = self.real_phi
         rel = (mean_syn - target).pow(2).sum(1) / target.pow(2).sum(1).clamp_min(1e-8)
         return rel[present].mean()
+
+    def _class_means(self, h: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-class means of the rows of h (num_classes x dim; zero for absent classes) and which are present."""
+        onehot = F.one_hot(y, self.inv.num_classes).to(h.dtype)
+        n = onehot.sum(0)
+        return (onehot.t() @ h) / n.clamp_min(1)[:, None], n > 0
 
     def update_discriminator(self, x_syn: torch.Tensor, y: torch.Tensor) -> dict:
         """``d_steps`` updates of D on DSA views of the synthetic images ``x_syn`` (in [0, 1], aimed at
@@ -219,11 +221,7 @@ class Guide:
             signs.append(lr.detach().sign())
         if self.cfg.align == "feature_matching":  # the class means the generator's L_FA matches next
             with torch.no_grad():
-                h = self.disc.phi(f_real.float())
-                onehot = F.one_hot(self.y[idx], self.inv.num_classes).to(h.dtype)
-                n = onehot.sum(0)
-                self.real_phi = (onehot.t() @ h) / n.clamp_min(1)[:, None]
-                self.real_seen = n > 0
+                self.real_phi, self.real_seen = self._class_means(self.disc.phi(f_real.float()), self.y[idx])
         acc = 0.5 * (float((lr > 0).float().mean()) + float((ls < 0).float().mean()))
         r_t = float(torch.cat(signs).mean())  # ADA's overfitting heuristic on this update's real side
         if self.cfg.noise_target is not None:
