@@ -7,7 +7,7 @@ Same seed, same wall-clock budget, same synthesizer for each replay strategy:
 - ``none``: the student trains on the newest synthetic samples only (the novel window);
 - ``vae``: PRE-DFKD generative pseudo replay (no sample stored);
 - ``memory-bank``: MB-DFKD with a bank of ``--bank`` bytes; the default ``10x`` is ten times the VAE's
-  measured footprint (weights + Adam state + decoded block), the comparison the bar asks for: if the
+  measured footprint (weights + Adam state + latent pool), the comparison the bar asks for: if the
   VAE's mean-over-run accuracy is at least this bank's, the bank that matches the VAE needs >= 10x its bytes;
 - ``memory-bank@200000``: the library default, a bank large enough to keep every sample of the run;
 - a ``+ema<decay>`` suffix (``none+ema0.99``) evaluates an EMA of the student's weights (``distill(ema=...)``);

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from datafree.io.atomic import atomic_write_text
+from datafree.io.budget import parse_bytes
 from datafree.report import plot_runs
 
 SUMMARY_KEYS = ("mean_accuracy", "var_accuracy", "max_drawdown", "evaluations", "rounds", "elapsed_s",
@@ -205,13 +206,15 @@ def _git_commit(here: Path | None = None) -> str | None:
 
 
 def bank_options(size: str, vae_bytes: int | None = None) -> dict:
-    """Memory-bank options for a size given as samples ("200000"), bytes ("40MB") or a multiple of the VAE's
+    """Memory-bank options for a size given as samples ("200000"), bytes ("40MB", "3470936B") or a multiple of the VAE's
     measured footprint ("10x"; one sample of slack so that the bank holds at least that many bytes)."""
     if size.endswith("x"):
         if vae_bytes is None:
             raise ValueError("a bank sized relative to the VAE needs the VAE's footprint (run the vae variant first)")
         return {"capacity_bytes": math.ceil(float(size[:-1]) * vae_bytes) + 4096}
-    return {"capacity": int(size)} if size.isdigit() else {"capacity_bytes": size}
+    if size.isdigit():
+        return {"capacity": int(size)}
+    return {"capacity_bytes": parse_bytes(size)}  # "3470936B" -> 3470936: the form a kept row stores
 
 
 def markdown_table(results: dict[str, dict]) -> str:

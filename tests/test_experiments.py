@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from datafree.experiments import comparable, portable_config, replay_bars, run_variants, same_config
+from datafree.experiments import bank_options, comparable, portable_config, replay_bars, run_variants, same_config
 
 
 def _fake_run(calls: list):
@@ -164,3 +164,12 @@ def test_commit_is_dirty_for_code_not_for_result_files(tmp_path):
     (res / "set.npz").write_text("0")
     (tmp_path / "pkg" / "code.py").write_text("1")
     assert _git_commit(here) == clean + "-dirty"
+
+
+def test_bank_options_give_a_kept_rows_byte_count_as_an_int():
+    assert bank_options("200000") == {"capacity": 200000}
+    assert bank_options("3470936B") == {"capacity_bytes": 3470936}  # matches a row kept with the VAE's 10x
+    assert bank_options("40MB") == {"capacity_bytes": 40_000_000}
+    assert bank_options("10x", 336_956) == {"capacity_bytes": 3_369_560 + 4096}
+    with pytest.raises(ValueError, match="footprint"):
+        bank_options("10x")

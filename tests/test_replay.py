@@ -148,7 +148,7 @@ def test_vae_is_sized_for_the_input(shape, side):
 
 def test_vae_reconstructs_a_fixed_batch_better_after_training():
     torch.manual_seed(0)
-    replay = build_replay("vae", VAEReplayConfig(lr=3e-3, min_updates=1, block=16), _ctx())
+    replay = build_replay("vae", VAEReplayConfig(lr=3e-3, min_updates=1, pool=16, fresh=8), _ctx())
     teacher = replay.ctx.inverter.teacher
     smooth = torch.nn.functional.interpolate(torch.rand(32, 3, 2, 2), size=SHAPE[1:], mode="bilinear")
     x = SamplePool.quantize(smooth)  # structured images a small VAE can learn
@@ -167,7 +167,8 @@ def test_vae_reconstructs_a_fixed_batch_better_after_training():
     pix1, logit1 = errors()
     assert pix1 < 0.6 * pix0 and logit1 < logit0
     assert replay.ready and {"vae_loss", "vae_logit_l1", "vae_kl"} <= m.keys()
-    xr, lr = replay.sample(24)  # served from the decoded block, with the teacher's logits for both views
+    replay.observe(x, torch.stack([t, t], 1), 0.5)  # relabels the stalest codes: all of them for this VAE
+    xr, lr = replay.sample(24)  # decoded from the pool, with the teacher's logits for both views
     assert xr.shape == (24, *SHAPE) and lr.shape == (24, 2, 4)
     with torch.no_grad():
         assert torch.allclose(lr[:, 0], teacher(xr), atol=1e-4)
@@ -189,30 +190,56 @@ def test_nudged_latents_give_a_more_balanced_teacher_response():
     assert spread(30) > spread(0) + 0.05
 
 
-def test_vae_block_refresh_is_a_fifo_of_decoded_replays():
+def test_vae_latent_pool_is_a_bounded_fifo_of_8bit_codes_with_fresh_logits():
     torch.manual_seed(0)
-    replay = build_replay("vae", VAEReplayConfig(block=8, refresh=0.375, nudge_steps=1), _ctx())
+    replay = build_replay("vae", VAEReplayConfig(pool=8, fresh=3, relabel=2, nudge_steps=1, min_updates=1), _ctx())
     replay.observe(*_batch(8), 0.0)
-    first, first_logits = replay.block.clone(), replay.block_logits.clone()
-    assert first.shape == (8, *SHAPE) and first_logits.shape == (8, 2, 4)
-    replay.observe(*_batch(8, 8), 0.1)
-    assert replay.block.shape == first.shape  # never more than ``block`` samples
-    assert torch.equal(replay.block[3:], first[:5]) and torch.equal(replay.block_logits[3:], first_logits[:5])
-    assert not torch.equal(replay.block[:3], first[:3])  # three new decodes in front, the oldest three gone
-    with torch.no_grad():  # the cached logits still belong to the images they sit beside
-        x = replay.block.float().div(255)
-        assert torch.allclose(replay.block_logits[:, 0], replay.ctx.inverter.teacher(x), atol=1e-4)
-    with pytest.raises(DatafreeError, match="refresh"):
-        build_replay("vae", VAEReplayConfig(block=8, refresh=1.5), _ctx())
+    first, first_scales = replay.codes.clone(), replay.scales.clone()
+    assert first.dtype == torch.int8 and first.shape == (3, replay.vae.latent) and replay.logits.shape == (3, 2, 4)
+    assert int(first.abs().max()) == 127  # absmax scaling: each code uses the full 8-bit range
+    for i in range(1, 3):
+        m = replay.observe(*_batch(8, 8 * i), 0.1)
+        assert len(replay.codes) == min(8, 3 * (i + 1))  # never more than ``pool`` codes
+    # newest first: the first three codes have moved to the back, the oldest of them gone
+    assert torch.equal(replay.codes[-2:], first[:2]) and torch.equal(replay.scales[-2:], first_scales[:2])
+    assert 0.0 <= m["replay_relabel_flips"] <= 1.0
+    # the fresh codes and the relabelled stalest ones carry logits computed by this VAE
+    current = replay.stamps == replay.calls
+    assert int(current.sum()) == 3 + 2
+    with torch.no_grad():
+        x = replay.decode(replay.codes[current], replay.scales[current])
+        assert torch.allclose(replay.logits[current, 0], replay.ctx.inverter.teacher(x), atol=1e-4)
+        assert torch.allclose(replay.logits[current, 1], replay.ctx.inverter.teacher(x.flip(3)), atol=1e-4)
+    xr, _ = replay.sample(5)  # decoded anew, on the 8-bit image grid the pool's samples use
+    assert torch.equal(xr, SamplePool.quantize(xr))
+    with pytest.raises(DatafreeError, match="fresh"):
+        build_replay("vae", VAEReplayConfig(pool=8, fresh=9), _ctx())
+
+
+def test_vae_nudges_nothing_before_min_updates():
+    replay = build_replay("vae", VAEReplayConfig(pool=8, fresh=4, steps=2, min_updates=4), _ctx())
+    replay.observe(*_batch(8), 0.0)
+    assert replay.codes is None and not replay.ready
+    replay.observe(*_batch(8, 8), 0.0)
+    assert len(replay.codes) == 4 and replay.ready
 
 
 def test_vae_footprint_is_reported_in_bytes():
-    replay = build_replay("vae", VAEReplayConfig(block=8), _ctx())
+    replay = build_replay("vae", VAEReplayConfig(pool=8, fresh=8, min_updates=1), _ctx())
     replay.observe(*_batch(8), 0.0)
     fp = replay.footprint()
     assert fp["weights_bytes"] >= 4 * fp["params"] and 8 * fp["params"] <= fp["optimizer_bytes"] < 9 * fp["params"]
-    assert fp["block_bytes"] == 8 * (3 * 64 + 4 * 2 * 4)
-    assert fp["bytes"] == fp["weights_bytes"] + fp["optimizer_bytes"] + fp["block_bytes"]
+    assert fp["pool_codes"] == 8 and fp["pool_bytes"] == 8 * (replay.vae.latent + 4 + 4 * 2 * 4 + 4)
+    assert fp["bytes"] == fp["weights_bytes"] + fp["optimizer_bytes"] + fp["pool_bytes"]
+
+
+def test_vae_default_footprint_fits_the_bytes_of_the_decoded_block_it_replaced():
+    ctx = _ctx()
+    replay = build_replay("vae", VAEReplayConfig(), ReplayContext(ctx.inverter, (3, 32, 32), 10, True))
+    weights = sum(t.numel() * t.element_size() for t in replay.vae.state_dict().values())
+    pool = 320 * (2 * 16 * 16 + 4 + 4 * 2 * 10 + 4)
+    block = 64 * (3 * 32 * 32 + 4 * 2 * 10)  # the 64 decoded images (uint8) and their logits before
+    assert pool <= block and weights == 48_828
 
 
 # -- through the engine: the student batch, resume ------------------------------------------------
@@ -232,11 +259,14 @@ def _replay_snapshot(replay) -> dict:
         n = len(replay.bank)
         return {"x": replay.bank.data[:n].clone(), "logits": replay.bank.logits[:n].clone(),
                 "count": replay.bank.count, "calls": replay.calls}
-    return {**{k: v.clone() for k, v in replay.vae.state_dict().items()}, "block": replay.block.clone(),
-            "updates": replay.updates, "exp_avg": [s["exp_avg"].clone() for s in replay.opt.state.values()]}
+    return {**{k: v.clone() for k, v in replay.vae.state_dict().items()}, "codes": replay.codes.clone(),
+            "scales": replay.scales.clone(), "logits": replay.logits.clone(), "stamps": replay.stamps.clone(),
+            "updates": replay.updates, "calls": replay.calls,
+            "exp_avg": [s["exp_avg"].clone() for s in replay.opt.state.values()]}
 
 
-@pytest.mark.parametrize("replay,opts", [("memory-bank", {"capacity": 40}), ("vae", {"min_updates": 1, "block": 16})])
+@pytest.mark.parametrize("replay,opts", [("memory-bank", {"capacity": 40}),
+                                         ("vae", {"min_updates": 1, "pool": 16, "fresh": 8})])
 def test_resume_restores_the_replay_state_exactly(tmp_path, monkeypatch, replay, opts):
     from datafree.distill.engine import DistillConfig, Distiller
     from datafree.models import ModelMeta
@@ -290,7 +320,7 @@ def _cli(out: Path, *extra: str) -> list[str]:
             "tests/tiny.py:tiny_cnn", "--input-shape", "3,8,8", "--num-classes", "4", "--rounds", "6",
             "--deterministic", "--quiet", "--no-channels-last", "--kd-steps", "30", "--synth-every", "3",
             "--batch-size", "32", "--synth-opt", "batch_size=32", "--synth-opt", "nz=8", "--synth-opt", "ngf=8",
-            "--replay", "vae", "--replay-opt", "min_updates=2", "--replay-opt", "block=32", "--out", str(out), *extra]
+            "--replay", "vae", "--replay-opt", "min_updates=2", "--replay-opt", "pool=32", "--out", str(out), *extra]
 
 
 def test_vae_run_killed_with_sigkill_resumes_to_the_same_weights(tmp_path):

@@ -15,13 +15,19 @@ Per new synthetic batch x_n (``observe``):
    z's batch moments at N(0, I)), then decoded.
 The student batch takes a share ``ratio`` of pseudo-replay samples, the rest from the novel window.
 
-Deviations from the paper (each for a CPU budget): the pseudo replays are served from a block of ``block``
-samples, a FIFO into which a ``refresh`` share (half) is decoded anew per synthesized batch, with the
-teacher's logits for them and their mirror cached, and the student draws its replay share from the current
-block (the paper decodes fresh ones for every student step; nudging, a teacher forward and backward pass
-per step, is the replay's largest cost: per synthesized batch with the resnet56 teacher on this 2-core
-CPU, 3.23 of 4.20 s with the whole block decoded anew, 2.05 of 3.09 s with half of it); the VAE's own
-replays come from the block; the VAE is a small conv-VAE with a spatial latent (2 x 16 x 16 for 32 px)
+Deviations from the paper (each for a CPU budget): the paper nudges and decodes fresh latents for every
+student step; nudging (a teacher forward and backward pass per step) is the replay's largest cost, so here
+the nudged latents persist: a FIFO *latent pool* of ``pool`` codes, 8-bit (per-code absmax scale), into
+which ``fresh`` newly nudged codes enter per synthesized batch, the oldest leaving.  The student's replay
+share is decoded from pool codes by the *current* VAE at every student step (a decoder pass, 4 % of a
+resnet20 step), so no image is stored; the teacher's logits per code (image and mirror) are cached when
+it enters and refreshed for the ``relabel`` longest-unrefreshed codes per synthesized batch, as the VAE
+drifts (``replay_relabel_flips`` logs the share whose teacher argmax changed).  The VAE's own replays
+come from the pool.  Footprint: weights, Adam state and the pool (codes, scales, logits, stamps); the
+default 320 codes fit the bytes of the 64 decoded images the pool replaced (a FIFO of decoded samples,
+half decoded anew per batch: 46.90 / 38.11 % last / mean over the 60-minute CIFAR-10 benchmark; all of
+it decoded anew per batch: 54.93 / 42.68 %, fresher replays, at 1.45x the upkeep: 985 against 679 s of the hour).
+The VAE is a small conv-VAE with a spatial latent (2 x 16 x 16 for 32 px)
 sized for the input (``datafree.models.vae``) rather than the paper's generator-shaped decoder with a
 1000-d vector latent; the teacher-logit term weighs 0.1, not 1. Both measured on 2,560 resnet56 inversions
 (400 VAE steps, 256 held-back samples): with weight 1 the logit term swamps the pixel term (pixel L1 0.19,
@@ -36,7 +42,7 @@ the stored samples themselves 27.4 %, the VAE's reconstructions of them 27.8 %, 
 prior samples 9.8 % (decoded to texture, 72 % of them one class), per-class diagonal Gaussians over the
 stream's latents 9.3 %, vector-like latents (8 x 4 x 4, 4 x 8 x 8, KL 3e-4 .. 2e-3) 12-15 %; nudged 5
 steps to balanced classes 13.0 %, with the BN term 17.5 %, 20 steps with it 22.1 %.  Five steps are the
-default: each is a teacher forward and backward pass over the block.
+default: each is a teacher forward and backward pass over the fresh codes.
 """
 
 from __future__ import annotations
@@ -68,12 +74,19 @@ class VAEReplayConfig:
     kl: float = 1e-5
     self_replay: float = 0.25  # own pseudo replays per novel sample in each VAE batch (paper: 128 per 512)
     ratio: float = 0.25  # share of each student batch drawn from pseudo replay (the paper: 1 in 9)
-    block: int = 64  # pseudo replays served to the student (a FIFO of decoded, nudged samples)
-    refresh: float = 0.5  # share of the block decoded anew per synthesized batch (the oldest ones go)
+    pool: int = 320  # nudged latent codes kept (8-bit), decoded anew for every student batch
+    fresh: int = 32  # codes nudged and added per synthesized batch (the oldest leave)
+    relabel: int = 32  # codes whose cached teacher logits are refreshed per synthesized batch (the stalest)
     nudge_steps: int = 5  # Adam steps on the latents towards balanced target classes (0: plain prior samples)
     nudge_lr: float = 0.05
     nudge_bn: float = 3.0  # weight of the teacher's BN-statistics loss when nudging (the synthesizer's weight)
-    min_updates: int = 100  # no replay before the VAE has taken this many steps
+    min_updates: int = 100  # no pseudo replay (and no nudging) before the VAE has taken this many steps
+
+
+def quantize_codes(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric 8-bit codes with one absmax scale per latent (row)."""
+    scale = z.detach().abs().amax(1, keepdim=True).clamp_min(1e-8) / 127
+    return (z.detach() / scale).round().clamp(-127, 127).to(torch.int8), scale
 
 
 class VAEReplay:
@@ -82,9 +95,9 @@ class VAEReplay:
             raise DatafreeError(f"vae schedule must be constant or cosine, got '{cfg.schedule}'")
         if not 0.0 <= cfg.ratio < 1.0:
             raise DatafreeError(f"vae ratio must be in [0, 1), got {cfg.ratio}")
-        if cfg.block < 1 or not 0.0 < cfg.refresh <= 1.0:
-            raise DatafreeError(f"vae needs block >= 1 and refresh in (0, 1], got block={cfg.block}, "
-                                f"refresh={cfg.refresh}")
+        if not 1 <= cfg.fresh <= cfg.pool or cfg.relabel < 0:
+            raise DatafreeError(f"vae needs 1 <= fresh <= pool and relabel >= 0, got pool={cfg.pool}, "
+                                f"fresh={cfg.fresh}, relabel={cfg.relabel}")
         c, h, w = ctx.input_shape
         if h != w or h % 2:
             raise DatafreeError(f"the VAE needs square images of even side, got {tuple(ctx.input_shape)}; "
@@ -92,31 +105,34 @@ class VAEReplay:
         self.cfg, self.ctx, self.ratio = cfg, ctx, cfg.ratio
         self.vae = ConvVAE(ctx.input_shape, cfg.latent_channels, cfg.width, cfg.latent_side)
         self.opt = torch.optim.Adam(self.vae.parameters(), cfg.lr, betas=(0.9, 0.999))
-        self.block: torch.Tensor | None = None  # uint8 pseudo replays currently served
-        self.block_logits: torch.Tensor | None = None
-        self.updates = 0
+        # the latent pool, newest first: int8 codes, their scales, cached teacher logits (N x views x C, or
+        # None without the engine's cache) and the observe count at which those logits were computed
+        self.codes: torch.Tensor | None = None
+        self.scales: torch.Tensor | None = None
+        self.logits: torch.Tensor | None = None
+        self.stamps: torch.Tensor | None = None
+        self.updates = self.calls = 0
 
     @property
     def ready(self) -> bool:
-        return self.block is not None and self.updates >= self.cfg.min_updates
+        return self.codes is not None and self.updates >= self.cfg.min_updates
 
     def _teacher(self, x01: torch.Tensor) -> torch.Tensor:
         return self.ctx.inverter.logits(x01)
 
     # -- pseudo replay ---------------------------------------------------------------------------
-    def generate(self, n: int) -> tuple[torch.Tensor, dict]:
-        """n pseudo replays in [0, 1]: latents z ~ N(0, I), each given a target class (balanced by
-        construction), nudged towards the teacher's response for it and its BatchNorm statistics, decoded."""
-        cfg, vae = self.cfg, self.vae
+    def nudge(self, n: int) -> torch.Tensor:
+        """n latents z ~ N(0, I), each given a target class (balanced by construction), nudged towards the
+        teacher's response for it and its BatchNorm statistics."""
+        cfg, vae, inv = self.cfg, self.vae, self.ctx.inverter
         was = vae.training
         vae.eval()
         for p in vae.parameters():
             p.requires_grad_(False)
         try:
             z = torch.randn(n, vae.latent, requires_grad=True)
-            y = self.ctx.inverter.balanced_targets(n)
+            y = inv.balanced_targets(n)
             opt = torch.optim.Adam([z], cfg.nudge_lr)
-            inv = self.ctx.inverter
             for _ in range(cfg.nudge_steps):
                 if cfg.nudge_bn:
                     with inv.inverting(momentum=0.0):
@@ -130,29 +146,50 @@ class VAEReplay:
                 (g,) = torch.autograd.grad(loss, [z])
                 z.grad = g
                 opt.step()
-            with torch.no_grad():
-                x = vae.decode(z)
         finally:
             for p in vae.parameters():
                 p.requires_grad_(True)
             vae.train(was)
-        return x.detach(), {}
+        return z.detach()
 
-    def _refresh_block(self) -> None:
-        """Decode a ``refresh`` share of the block anew and push it in front, dropping the oldest."""
-        cfg = self.cfg
-        n = cfg.block if self.block is None else max(1, round(cfg.refresh * cfg.block))
-        x, _ = self.generate(n)
-        x = SamplePool.quantize(x)  # serve exactly what a stored sample would be
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+        """Pool codes -> images on the pool's 8-bit grid, by the current VAE (in eval mode)."""
+        was = self.vae.training
+        self.vae.eval()
+        x = self.vae.decode(codes.float() * scales)
+        self.vae.train(was)
+        return SamplePool.quantize(x)
 
-        def push(new: torch.Tensor, old: torch.Tensor | None) -> torch.Tensor:
-            return new if old is None else torch.cat([new, old])[:cfg.block]
+    def generate(self, n: int) -> tuple[torch.Tensor, dict]:
+        """n fresh pseudo replays in [0, 1] (nudged, 8-bit codes, decoded)."""
+        return self.decode(*quantize_codes(self.nudge(n))), {}
 
-        self.block = push(SamplePool.to_uint8(x), self.block)
-        if self.ctx.cache_logits:
-            with torch.no_grad():
-                both = self._teacher(torch.cat([x, x.flip(3)]))
-            self.block_logits = push(torch.stack(both.chunk(2), 1), self.block_logits)
+    @torch.no_grad()
+    def _views(self, x: torch.Tensor) -> torch.Tensor:
+        both = self._teacher(torch.cat([x, x.flip(3)]))
+        return torch.stack(both.chunk(2), 1)
+
+    def _refresh_pool(self) -> dict:
+        """Push ``fresh`` nudged codes in front (the oldest leave), then refresh the cached logits of the
+        ``relabel`` stalest codes for the VAE as it is now."""
+        cfg, out = self.cfg, {}
+        codes, scales = quantize_codes(self.nudge(cfg.fresh))
+        logits = self._views(self.decode(codes, scales)) if self.ctx.cache_logits else None
+        stamps = torch.full((cfg.fresh,), self.calls, dtype=torch.int32)
+
+        def push(new: torch.Tensor | None, old: torch.Tensor | None) -> torch.Tensor | None:
+            return new if old is None or new is None else torch.cat([new, old])[:cfg.pool]
+
+        self.codes, self.scales = push(codes, self.codes), push(scales, self.scales)
+        self.logits, self.stamps = push(logits, self.logits), push(stamps, self.stamps)
+        stale = self.stamps < self.calls
+        if self.logits is not None and cfg.relabel and bool(stale.any()):
+            idx = self.stamps.argsort(stable=True)[:min(cfg.relabel, int(stale.sum()))]
+            new = self._views(self.decode(self.codes[idx], self.scales[idx]))
+            out["replay_relabel_flips"] = float((new[:, 0].argmax(1) != self.logits[idx, 0].argmax(1)).float().mean())
+            self.logits[idx], self.stamps[idx] = new, self.calls
+        return out
 
     # -- VAE update ------------------------------------------------------------------------------
     def _lr(self, progress: float) -> float:
@@ -162,15 +199,13 @@ class VAEReplay:
 
     def observe(self, images01: torch.Tensor, logits: torch.Tensor | None, progress: float) -> dict:
         cfg = self.cfg
+        self.calls += 1
         x, t = images01, (logits[:, 0] if logits is not None else None)
         k = round(cfg.self_replay * len(x))
-        if k and self.block is not None:  # rehearse the VAE on its own replays
-            pick = torch.randperm(len(self.block))[:k]
-            x = torch.cat([x, self.block[pick].float().div(255)])
-            if t is not None and self.block_logits is not None:
-                t = torch.cat([t, self.block_logits[pick, 0]])
-            else:
-                t = None
+        if k and self.codes is not None:  # rehearse the VAE on its own replays
+            pick = torch.randperm(len(self.codes))[:k]
+            x = torch.cat([x, self.decode(self.codes[pick], self.scales[pick])])
+            t = torch.cat([t, self.logits[pick, 0]]) if t is not None and self.logits is not None else None
         if t is None:
             with torch.no_grad():
                 t = self._teacher(x)
@@ -191,34 +226,41 @@ class VAEReplay:
             loss.backward()
             self.opt.step()
             self.updates += 1
-        self._refresh_block()
-        return {"vae_loss": loss.item(), "vae_pixel_l1": l_pix.item(), "vae_logit_l1": l_logit.item(),
-                "vae_kl": l_kl.item()}
+        metrics = {"vae_loss": loss.item(), "vae_pixel_l1": l_pix.item(), "vae_logit_l1": l_logit.item(),
+                   "vae_kl": l_kl.item()}
+        if self.updates >= cfg.min_updates:  # nudging an untrained VAE's latents would be wasted
+            metrics.update(self._refresh_pool())
+        return metrics
 
     def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        m = len(self.block)
+        m = len(self.codes)
         idx = torch.randperm(m)[:n] if n <= m else torch.randint(m, (n,))
-        return self.block[idx].float().div_(255.0), (self.block_logits[idx] if self.block_logits is not None else None)
+        return self.decode(self.codes[idx], self.scales[idx]), (self.logits[idx] if self.logits is not None else None)
 
     # -- footprint and persistence ---------------------------------------------------------------
     def footprint(self) -> dict:
         weights = sum(t.numel() * t.element_size() for t in self.vae.state_dict().values())
         opt = sum(v.numel() * v.element_size() for s in self.opt.state.values() for v in s.values()
                   if torch.is_tensor(v))
-        block = 0
-        if self.block is not None:
-            block = self.block.numel() + (self.block_logits.numel() * 4 if self.block_logits is not None else 0)
-        return {"bytes": weights + opt + block, "weights_bytes": weights, "optimizer_bytes": opt,
-                "block_bytes": block, "params": sum(p.numel() for p in self.vae.parameters())}
+        pool = sum(t.numel() * t.element_size() for t in (self.codes, self.scales, self.logits, self.stamps)
+                   if t is not None)
+        return {"bytes": weights + opt + pool, "weights_bytes": weights, "optimizer_bytes": opt,
+                "pool_bytes": pool, "pool_codes": 0 if self.codes is None else len(self.codes),
+                "params": sum(p.numel() for p in self.vae.parameters())}
 
     def save(self, directory: Path) -> dict:
-        return {"vae": self.vae.state_dict(), "opt": self.opt.state_dict(), "block": self.block,
-                "block_logits": self.block_logits, "updates": self.updates}
+        return {"vae": self.vae.state_dict(), "opt": self.opt.state_dict(), "codes": self.codes,
+                "scales": self.scales, "logits": self.logits, "stamps": self.stamps, "updates": self.updates,
+                "calls": self.calls}
 
     def load(self, directory: Path, state: dict) -> None:
+        if "codes" not in state:
+            raise DatafreeError("this checkpoint holds an older VAE replay state (a decoded block, not a latent "
+                                "pool); start the run afresh in a new --out directory")
         self.vae.load_state_dict(state["vae"])
         self.opt.load_state_dict(state["opt"])
-        self.block, self.block_logits, self.updates = state["block"], state["block_logits"], state["updates"]
+        self.codes, self.scales, self.logits, self.stamps = (state[k] for k in ("codes", "scales", "logits", "stamps"))
+        self.updates, self.calls = state["updates"], state["calls"]
 
     def prune(self, directory: Path, state: dict) -> None:
         pass
