@@ -229,7 +229,10 @@ def test_vae_footprint_is_reported_in_bytes():
     replay.observe(*_batch(8), 0.0)
     fp = replay.footprint()
     assert fp["weights_bytes"] >= 4 * fp["params"] and 8 * fp["params"] <= fp["optimizer_bytes"] < 9 * fp["params"]
-    assert fp["pool_codes"] == 8 and fp["pool_bytes"] == 8 * (replay.vae.latent + 4 + 4 * 2 * 4 + 4)
+    held = sum(t.numel() * t.element_size() for t in (replay.codes, replay.scales, replay.logits, replay.stamps))
+    assert fp["pool_codes"] == 8 and fp["pool_bytes"] == 8 * (replay.vae.latent + 4 + 4 * 2 * 4 + 4) == held
+    empty = build_replay("vae", VAEReplayConfig(pool=8, fresh=8), _ctx()).footprint()
+    assert empty["pool_codes"] == 0 and empty["pool_bytes"] == fp["pool_bytes"]  # counted at capacity
     assert fp["bytes"] == fp["weights_bytes"] + fp["optimizer_bytes"] + fp["pool_bytes"]
 
 

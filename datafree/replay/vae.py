@@ -244,8 +244,9 @@ class VAEReplay:
         weights = sum(t.numel() * t.element_size() for t in self.vae.state_dict().values())
         opt = sum(v.numel() * v.element_size() for s in self.opt.state.values() for v in s.values()
                   if torch.is_tensor(v))
-        pool = sum(t.numel() * t.element_size() for t in (self.codes, self.scales, self.logits, self.stamps)
-                   if t is not None)
+        # the pool at capacity (as a bank reports its capacity): code, scale, stamp and cached logits
+        per_code = self.vae.latent + 4 + 4 + (self.ctx.views * self.ctx.num_classes * 4 if self.ctx.cache_logits else 0)
+        pool = self.cfg.pool * per_code
         return {"bytes": weights + opt + pool, "weights_bytes": weights, "optimizer_bytes": opt,
                 "pool_bytes": pool, "pool_codes": 0 if self.codes is None else len(self.codes),
                 "params": sum(p.numel() for p in self.vae.parameters())}
