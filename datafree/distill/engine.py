@@ -168,9 +168,7 @@ class Distiller:
         batch = self.synthesizer.synthesize(self.student, adversarial=self.round > 0)
         x, logits = SamplePool.quantize(batch.images), None  # exactly what the pool stores
         if self.cfg.cache_teacher:  # logits of the image and of its mirror image
-            with torch.no_grad():
-                both = self.inverter.logits(torch.cat([x, x.flip(3)]))
-            logits = torch.stack(both.chunk(2), 1)
+            logits = self.inverter.view_logits(x)
         self.pool.add(x, logits)
         t1 = time.perf_counter()
         self.t_synth += t1 - t0

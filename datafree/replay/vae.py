@@ -167,17 +167,12 @@ class VAEReplay:
         """n fresh pseudo replays in [0, 1] (nudged, 8-bit codes, decoded)."""
         return self.decode(*quantize_codes(self.nudge(n))), {}
 
-    @torch.no_grad()
-    def _views(self, x: torch.Tensor) -> torch.Tensor:
-        both = self._teacher(torch.cat([x, x.flip(3)]))
-        return torch.stack(both.chunk(2), 1)
-
     def _refresh_pool(self) -> dict:
         """Push ``fresh`` nudged codes in front (the oldest leave), then refresh the cached logits of the
         ``relabel`` stalest codes for the VAE as it is now."""
         cfg, out = self.cfg, {}
         codes, scales = quantize_codes(self.nudge(cfg.fresh))
-        logits = self._views(self.decode(codes, scales)) if self.ctx.cache_logits else None
+        logits = self.ctx.inverter.view_logits(self.decode(codes, scales)) if self.ctx.cache_logits else None
         stamps = torch.full((cfg.fresh,), self.calls, dtype=torch.int32)
 
         def push(new: torch.Tensor | None, old: torch.Tensor | None) -> torch.Tensor | None:
@@ -188,7 +183,7 @@ class VAEReplay:
         stale = self.stamps < self.calls
         if self.logits is not None and cfg.relabel and bool(stale.any()):
             idx = self.stamps.argsort(stable=True)[:min(cfg.relabel, int(stale.sum()))]
-            new = self._views(self.decode(self.codes[idx], self.scales[idx]))
+            new = self.ctx.inverter.view_logits(self.decode(self.codes[idx], self.scales[idx]))
             out["replay_relabel_flips"] = float((new[:, 0].argmax(1) != self.logits[idx, 0].argmax(1)).float().mean())
             self.logits[idx], self.stamps[idx] = new, self.calls
         return out

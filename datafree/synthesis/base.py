@@ -170,6 +170,12 @@ class TeacherInverter:
         with self.autocast():
             return (model or self.teacher)(x).float()
 
+    @torch.no_grad()
+    def view_logits(self, x01: torch.Tensor) -> torch.Tensor:
+        """The teacher's logits for each image and its mirror, N x 2 x C: what a stored sample caches, so
+        that the mirror augmentation of a student step needs no teacher pass."""
+        return torch.stack(self.logits(torch.cat([x01, x01.flip(3)])).chunk(2), 1)
+
     def logits_and_features(self, x01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher logits and penultimate features (the classifier head's input) of a batch in [0, 1]."""
         self.features = None
