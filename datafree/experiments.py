@@ -229,11 +229,15 @@ def markdown_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+VOID = "replayed no sample within the budget: the row measures the replay's upkeep, not replay; run longer"
+
+
 def replay_bars(res: dict[str, dict]) -> dict:
     """The replay bars on measured results: each replay kind against ``none`` (mean-over-run gain >= 2
     points, max drawdown at most half, last not below), and the VAE's bytes against the bank's; they hold
     only if every variant ran at the same machine speed (``same_machine_speed``).  A variant named with a
-    suffix (``vae+ema0.99``) is compared with ``none`` of the same suffix."""
+    suffix (``vae+ema0.99``) is compared with ``none`` of the same suffix.  A variant that replayed no sample
+    gets no verdict, only ``void`` (``VOID``): it says nothing about replay."""
     bars: dict = {"same_machine_speed": comparable(res)}
 
     def suffix(name: str) -> str:  # "vae+ema0.99" -> "+ema0.99"
@@ -243,7 +247,11 @@ def replay_bars(res: dict[str, dict]) -> dict:
         none = res.get("none" + suffix(k))
         if none is None or k == "none" + suffix(k):
             continue
-        bars[k] = {"mean_gain_pt": 100 * (r["mean_accuracy"] - none["mean_accuracy"]),
+        gain = 100 * (r["mean_accuracy"] - none["mean_accuracy"])
+        if r.get("replayed_images") == 0:  # e.g. a VAE that never reached min_updates in the budget
+            bars[k] = {"mean_gain_pt": gain, "void": VOID}
+            continue
+        bars[k] = {"mean_gain_pt": gain,
                    "mean_gain_ge_2pt": r["mean_accuracy"] - none["mean_accuracy"] >= 0.02,
                    "drawdown_at_most_half": r["max_drawdown"] <= 0.5 * none["max_drawdown"],
                    "last_not_below_none": r["last_accuracy"] >= none["last_accuracy"]}
@@ -256,4 +264,6 @@ def replay_bars(res: dict[str, dict]) -> dict:
             "vae_bytes": vb, "vae_weights_bytes": vae["replay_footprint"]["weights_bytes"],
             "bank_capacity_bytes": bb, "bank_bytes_used": bank["replay_footprint"]["bytes"],
             "bank_over_vae_bytes": bb / vb, "vae_mean_ge_bank_mean": vae["mean_accuracy"] >= bank["mean_accuracy"]}
+        if vae.get("replayed_images") == 0:
+            bars["vae_vs_bank" + sfx] = {**bars["vae_vs_bank" + sfx], "vae_mean_ge_bank_mean": None, "void": VOID}
     return bars

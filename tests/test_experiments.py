@@ -111,6 +111,15 @@ def test_replay_bars_compare_each_variant_with_none_of_the_same_suffix():
     assert bars["vae_vs_bank"]["bank_over_vae_bytes"] == 9.0 and "vae_vs_bank+ema0.99" not in bars
 
 
+def test_replay_bars_give_no_verdict_on_a_variant_that_replayed_nothing():
+    res = {"none": _row(0.40, 0.45, 0.04), "vae": {**_row(0.50, 0.55, 0.0, 10), "replayed_images": 0},
+           "memory-bank": {**_row(0.42, 0.46, 0.01, 100), "replayed_images": 5000}}
+    bars = replay_bars(res)
+    assert set(bars["vae"]) == {"mean_gain_pt", "void"}  # better numbers, but no replay: no bar is met
+    assert bars["vae_vs_bank"]["vae_mean_ge_bank_mean"] is None and "void" in bars["vae_vs_bank"]
+    assert bars["memory-bank"]["drawdown_at_most_half"] is True and "void" not in bars["memory-bank"]
+
+
 def test_replay_bars_of_the_committed_results_are_reproduced():
     stored = json.loads((Path(__file__).resolve().parents[1] / "benchmarks/results/cifar10_replay.json").read_text())
     again = replay_bars(stored["results"])
