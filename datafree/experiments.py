@@ -265,5 +265,5 @@ def replay_bars(res: dict[str, dict]) -> dict:
             "bank_capacity_bytes": bb, "bank_bytes_used": bank["replay_footprint"]["bytes"],
             "bank_over_vae_bytes": bb / vb, "vae_mean_ge_bank_mean": vae["mean_accuracy"] >= bank["mean_accuracy"]}
         if vae.get("replayed_images") == 0:
-            bars["vae_vs_bank" + sfx] = {**bars["vae_vs_bank" + sfx], "vae_mean_ge_bank_mean": None, "void": VOID}
+            bars["vae_vs_bank" + sfx].update(vae_mean_ge_bank_mean=None, void=VOID)
     return bars
