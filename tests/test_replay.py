@@ -216,6 +216,40 @@ def test_vae_latent_pool_is_a_bounded_fifo_of_8bit_codes_with_fresh_logits():
         build_replay("vae", VAEReplayConfig(pool=8, fresh=9), _ctx())
 
 
+def test_fitted_prior_tracks_the_mean_and_covariance_of_a_low_rank_stream():
+    from datafree.replay.vae import LatentPrior
+
+    torch.manual_seed(0)
+    dim, rank = 24, 3
+    mean, w = torch.randn(dim), 2 * torch.randn(rank, dim)
+    cov = w.T @ w + 0.01 * torch.eye(dim)
+    prior = LatentPrior(dim, rank=4, decay=0.9)
+    for _ in range(200):
+        prior.update(mean + torch.randn(64, rank) @ w + 0.1 * torch.randn(64, dim))
+    assert prior.basis.dtype == torch.float16 and prior.basis.shape == (4, dim)
+    assert torch.allclose(prior.mean, mean, atol=0.3)
+    assert abs(float(prior.total) / float(cov.trace()) - 1) < 0.1
+    z = prior.sample(20_000)
+    emp = torch.cov(z.T)
+    assert torch.allclose(z.mean(0), prior.mean, atol=0.15)
+    assert float((emp - cov).norm() / cov.norm()) < 0.15  # the stream's spread, its directions included
+    assert abs(float(prior.residual()) - 0.01) < 0.01
+
+
+def test_vae_nudging_starts_from_the_fitted_prior_once_it_has_seen_a_batch():
+    torch.manual_seed(0)
+    replay = build_replay("vae", VAEReplayConfig(pool=8, fresh=4, min_updates=100), _ctx())
+    assert replay.prior.mean is None
+    replay.observe(*_batch(8), 0.0)
+    assert replay.prior.mean.shape == (replay.vae.latent,)
+    z = replay.prior_sample(4096)
+    assert torch.allclose(z.mean(0), replay.prior.mean, atol=0.1)
+    normal = build_replay("vae", VAEReplayConfig(prior="normal"), _ctx())
+    assert normal.prior is None and normal.footprint()["prior_bytes"] == 0
+    with pytest.raises(DatafreeError, match="prior"):
+        build_replay("vae", VAEReplayConfig(prior="gmm"), _ctx())
+
+
 def test_vae_nudges_nothing_before_min_updates():
     replay = build_replay("vae", VAEReplayConfig(pool=8, fresh=4, steps=2, min_updates=4), _ctx())
     replay.observe(*_batch(8), 0.0)
@@ -233,16 +267,21 @@ def test_vae_footprint_is_reported_in_bytes():
     assert fp["pool_codes"] == 8 and fp["pool_bytes"] == 8 * (replay.vae.latent + 4 + 4 * 2 * 4 + 4) == held
     empty = build_replay("vae", VAEReplayConfig(pool=8, fresh=8), _ctx()).footprint()
     assert empty["pool_codes"] == 0 and empty["pool_bytes"] == fp["pool_bytes"]  # counted at capacity
-    assert fp["bytes"] == fp["weights_bytes"] + fp["optimizer_bytes"] + fp["pool_bytes"]
+    held = sum(t.numel() * t.element_size() for t in replay.prior.state().values())
+    assert held <= fp["prior_bytes"] == 4 * replay.vae.latent + 2 * 64 * replay.vae.latent + 4  # at full rank
+    assert fp["bytes"] == fp["weights_bytes"] + fp["optimizer_bytes"] + fp["pool_bytes"] + fp["prior_bytes"]
 
 
-def test_vae_default_footprint_fits_the_bytes_of_the_decoded_block_it_replaced():
+def test_vae_default_footprint_fits_the_bytes_of_the_designs_it_replaced():
     ctx = _ctx()
     replay = build_replay("vae", VAEReplayConfig(), ReplayContext(ctx.inverter, (3, 32, 32), 10, True))
     weights = sum(t.numel() * t.element_size() for t in replay.vae.state_dict().values())
-    pool = 320 * (2 * 16 * 16 + 4 + 4 * 2 * 10 + 4)
+    pool = 200 * (2 * 16 * 16 + 4 + 4 * 2 * 10 + 4)
     block = 64 * (3 * 32 * 32 + 4 * 2 * 10)  # the 64 decoded images (uint8) and their logits before
     assert pool <= block and weights == 48_828
+    # the fitted prior's bytes come out of the pool: no more than the 320-code pool without it, so a bank
+    # kept at 10x that design's bytes stays at >= 10x these
+    assert replay.footprint()["bytes"] <= 336_956
 
 
 # -- through the engine: the student batch, resume ------------------------------------------------
@@ -265,6 +304,7 @@ def _replay_snapshot(replay) -> dict:
     return {**{k: v.clone() for k, v in replay.vae.state_dict().items()}, "codes": replay.codes.clone(),
             "scales": replay.scales.clone(), "logits": replay.logits.clone(), "stamps": replay.stamps.clone(),
             "updates": replay.updates, "calls": replay.calls,
+            **{f"prior_{k}": v.clone() for k, v in replay.prior.state().items()},
             "exp_avg": [s["exp_avg"].clone() for s in replay.opt.state.values()]}
 
 
