@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 
 import datafree
-from datafree.api import condense, machine_info
+from datafree.api import condense, distill_config, machine_info
 from datafree.data import ImageSet, load_npz, save_npz
 from datafree.experiments import comparable, markdown_table, reference_speed, run_variants
 from datafree.io.atomic import atomic_write_text
@@ -125,7 +125,7 @@ def main() -> None:
     if a.all_published:
         names += [n for n in variants if "published" in n and n not in names]
     res = run_variants({n: {**common, **variants[n]} for n in names}, datafree.distill, out, a.resume, keep=kept,
-                      calibrate=reference_speed)
+                      calibrate=reference_speed, resolve=distill_config)
     results = Path(a.results)
     results.mkdir(parents=True, exist_ok=True)
     plot_runs({k: v["history"] for k, v in res.items()}, results / "cifar10_condensed.png",

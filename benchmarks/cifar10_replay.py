@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 import datafree
-from datafree.api import machine_info
+from datafree.api import distill_config, machine_info
 from datafree.experiments import bank_options, markdown_table, reference_speed, replay_bars, run_variants
 from datafree.io.atomic import atomic_write_text
 
@@ -63,7 +63,8 @@ def main() -> None:
             opts = bank_options(size or a.bank, vae)
         extra = {"ema": float(ema)} if ema else {}
         res.update(run_variants({name: dict(replay=kind, replay_opts=opts, **common, **extra)}, datafree.distill, a.out,
-                                a.resume, keep=Path(a.results) / "cifar10_replay", calibrate=reference_speed))
+                                a.resume, keep=Path(a.results) / "cifar10_replay", calibrate=reference_speed,
+                                resolve=distill_config))
     out = Path(a.results)
     out.mkdir(parents=True, exist_ok=True)
     from datafree.report import plot_runs

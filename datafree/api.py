@@ -20,8 +20,11 @@ from datafree.errors import DatafreeError
 from datafree.evaluate import evaluate
 from datafree.models import ModelMeta, create_model, load_weights, model_meta
 from datafree.precision import BF16_FLAGS, bf16_fast, cpu_info
+from datafree.replay import make_replay_config
 from datafree.report import write_report
 from datafree.run import RunDir
+from datafree.synthesis import make_config
+from datafree.synthesis.guide import GuideConfig
 
 
 def _params(m: nn.Module) -> int:
@@ -163,6 +166,25 @@ def distill(teacher: nn.Module | str, student: nn.Module | str, input_shape=None
         }
         write_report(run, report, res.history, f"datafree distill: {meta.name} -> {report['student']['arch']}")
     return res
+
+
+def distill_config(*, synthesizer: str = "generator", synth: dict | None = None, replay: str = "memory-bank",
+                   replay_opts: dict | None = None, guide=None, guide_opts: dict | None = None, **options) -> dict:
+    """The configs a ``distill`` call with these arguments resolves to, defaults filled in, without building a
+    model (the ``distill``, ``synthesizer`` and ``replay`` sections of its run's config): what a kept benchmark
+    row is checked against before it is reused.  Arguments that are not settings (teacher, eval_data, ...)
+    are ignored."""
+    fields = {f.name for f in dataclasses.fields(DistillConfig)} - {"guide"}
+    cfg = DistillConfig(synthesizer=synthesizer, synth=dict(synth or {}), replay=replay,
+                        replay_opts=dict(replay_opts or {}), guide_opts=dict(guide_opts or {}),
+                        guide=str(guide) if isinstance(guide, (str, os.PathLike)) else None,
+                        **{k: v for k, v in options.items() if k in fields})
+    out = {"distill": to_dict(cfg), "replay": to_dict(make_replay_config(replay, **cfg.replay_opts))}
+    if synthesizer != "none":
+        out["synthesizer"] = to_dict(make_config(synthesizer, **cfg.synth))
+    if cfg.guide is not None:
+        out["guide"] = to_dict(GuideConfig(**cfg.guide_opts))
+    return out
 
 
 def _data_used(engine: Distiller) -> str:

@@ -50,11 +50,14 @@ def read_run(out: str | Path) -> dict:
 
 def run_variants(variants: dict[str, dict], run: Callable[..., object], out_root: str | Path,
                  resume: bool = False, plot: str | Path | None = None, title: str = "",
-                 keep: str | Path | None = None, calibrate: Callable[[], float] | None = None) -> dict[str, dict]:
+                 keep: str | Path | None = None, calibrate: Callable[[], float] | None = None,
+                 resolve: Callable[..., dict] | None = None) -> dict[str, dict]:
     """Run ``run(out=..., resume=..., **kwargs)`` for each ``name -> kwargs`` and collect the results.
 
     With ``keep``, each finished variant's row is also written to ``keep/<name>.json``; with ``resume``, a
-    variant that has no finished run directory but a kept row of the same configuration is reused from it.
+    variant that has no finished run directory but a kept row of the same configuration is reused from it:
+    the same ``kwargs`` and, with ``resolve`` (``kwargs -> resolved method configs``, e.g.
+    ``datafree.api.distill_config``), no default changed since (``changed_defaults``).
     """
     out_root = Path(out_root)
     results = {}
@@ -65,11 +68,13 @@ def run_variants(variants: dict[str, dict], run: Callable[..., object], out_root
         reused = resume and done  # a finished run directory: read, not run again
         prev = json.loads(kept.read_text()) if kept is not None and kept.is_file() else None
         if resume and not done and prev is not None:
-            if same_config(prev.get("kwargs"), portable_config(kwargs)):
+            changed = changed_defaults(prev.get("config"), portable_config(resolve(**kwargs))) if resolve else []
+            if same_config(prev.get("kwargs"), portable_config(kwargs)) and not changed:
                 print(f"== {name}: finished run kept in {kept} (commit {prev.get('commit')}), reused", flush=True)
                 results[name] = prev
                 continue
-            print(f"== {name}: {kept} ran another configuration; running again", flush=True)
+            why = f" (defaults changed since: {'; '.join(changed[:3])})" if changed else ""
+            print(f"== {name}: {kept} ran another configuration{why}; running again", flush=True)
         speed = None
         if not reused:
             if calibrate is not None:
@@ -184,6 +189,23 @@ def same_config(kept: object, now: object) -> bool:
         tail = tail[next((i for i, p in enumerate(tail) if p != ".."), len(tail)):]
         return bool(tail) and Path(kept).parts[-len(tail):] == tail
     return kept == now
+
+
+_MACHINE_RESOLVED = {"bf16", "novel_window"}  # resolved per machine or from other settings: not a method default
+
+
+def changed_defaults(kept: dict | None, now: dict) -> list[str]:
+    """The settings (``section.key: kept -> now``) where a kept row's resolved configs (its ``config``) differ
+    from what the same arguments resolve to now - a default that changed since the row ran (the VAE's pool
+    size, say) makes the row another configuration.  Only settings both hold are compared: one added since,
+    with a default that keeps the old behaviour, is no change; a row without configs has nothing to compare."""
+    out = []
+    for section, cfg in now.items():
+        old = (kept or {}).get(section)
+        if isinstance(old, dict) and isinstance(cfg, dict):
+            keys = sorted(old.keys() & cfg.keys() - _MACHINE_RESOLVED)
+            out += [f"{section}.{k}: {old[k]!r} -> {cfg[k]!r}" for k in keys if not same_config(old[k], cfg[k])]
+    return out
 
 
 # What a benchmark writes itself (its tables, kept rows and plots): a change there is an output, not code.

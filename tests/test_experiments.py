@@ -182,3 +182,36 @@ def test_bank_options_give_a_kept_rows_byte_count_as_an_int():
     assert bank_options("10x", 336_956) == {"capacity_bytes": 3_369_560 + 4096}
     with pytest.raises(ValueError, match="footprint"):
         bank_options("10x")
+
+
+def test_a_kept_row_whose_method_defaults_changed_is_run_again(tmp_path):
+    keep = tmp_path / "kept"
+    calls: list = []
+    run_variants({"a": {"lr": 0.5}}, _fake_run(calls), tmp_path / "runs1", resume=True, keep=keep)
+    row = json.loads((keep / "a.json").read_text())
+    row["config"] = {"replay": {"pool": 320, "ratio": 0.25}, "distill": {"bf16": True}}  # what the run resolved
+    (keep / "a.json").write_text(json.dumps(row))
+
+    def resolve(pool: int):
+        return lambda lr: {"replay": {"pool": pool, "ratio": 0.25, "prior": "fitted"}, "distill": {"bf16": False}}
+
+    # same kwargs and defaults (a setting added since, and the machine-resolved bf16, are no change): reused
+    run_variants({"a": {"lr": 0.5}}, _fake_run(calls), tmp_path / "runs2", resume=True, keep=keep,
+                 resolve=resolve(320))
+    assert calls == [0.5]
+    # the pool's default changed since the row ran: the same kwargs are another configuration now
+    run_variants({"a": {"lr": 0.5}}, _fake_run(calls), tmp_path / "runs3", resume=True, keep=keep,
+                 resolve=resolve(200))
+    assert calls == [0.5, 0.5]
+
+
+def test_distill_config_resolves_the_defaults_a_run_writes():
+    from datafree.api import distill_config
+    from datafree.experiments import changed_defaults
+
+    cfg = distill_config(teacher="resnet56", budget="60m", replay="vae", replay_opts={"pool": 64})
+    assert cfg["replay"]["pool"] == 64 and cfg["replay"]["prior"] == "fitted" and cfg["distill"]["budget"] == "60m"
+    assert "guide" not in cfg and cfg["synthesizer"]["batch_size"] > 0
+    guided = distill_config(guide="benchmarks/x.npz", guide_opts={"mode": "mix"}, synthesizer="none")
+    assert guided["guide"]["mode"] == "mix" and "synthesizer" not in guided
+    assert changed_defaults({"replay": {**cfg["replay"], "pool": 320}}, cfg) == ["replay.pool: 320 -> 64"]

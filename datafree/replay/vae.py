@@ -25,13 +25,13 @@ share is decoded from pool codes by the *current* VAE at every student step (a d
 resnet20 step), so no image is stored; the teacher's logits per code (image and mirror) are cached when
 it enters and refreshed for the ``relabel`` longest-unrefreshed codes per synthesized batch, as the VAE
 drifts (``replay_relabel_flips`` logs the share whose teacher argmax changed: 10-18 %, mean 13 %, per
-round of the 60-minute CIFAR-10 benchmark with 320 codes, each code at most five synthesized batches stale).  The
-VAE's own replays come from the pool.  Footprint: weights, Adam state, the pool (codes, scales, logits, stamps) and the fitted
-prior; the default 200 codes take fewer bytes than the 64 decoded images (uint8, with their logits) that an
-earlier design served from a FIFO block: three times as many distinct replays at a time, each decoded by the VAE
-as it is now, as the paper's are, for about the same upkeep (nudging cost unchanged; relabelling and the
-per-step decode add 0.2 s per synthesized batch and 0.02 s per student batch with the resnet56 teacher).
-The VAE is a small conv-VAE with a spatial latent (2 x 16 x 16 for 32 px)
+round of the 60-minute CIFAR-10 benchmark with 320 codes, each code at most five synthesized batches stale).
+The VAE's own replays come from the pool.  Footprint: weights, Adam state, the pool (codes, scales, logits,
+stamps) and the fitted prior; the default 200 codes take fewer bytes than the 64 decoded images (uint8, with
+their logits) that an earlier design served from a FIFO block: three times as many distinct replays at a
+time, each decoded by the VAE as it is now, as the paper's are, for about the same upkeep (nudging cost
+unchanged; relabelling and the per-step decode add 0.2 s per synthesized batch and 0.02 s per student batch
+with the resnet56 teacher).  The VAE is a small conv-VAE with a spatial latent (2 x 16 x 16 for 32 px)
 sized for the input (``datafree.models.vae``) rather than the paper's generator-shaped decoder with a
 1000-d vector latent; the teacher-logit term weighs 0.1, not 1. Both measured on 2,560 resnet56 inversions
 (400 VAE steps, 256 held-back samples): with weight 1 the logit term swamps the pixel term (pixel L1 0.19,
