@@ -197,14 +197,16 @@ _MACHINE_RESOLVED = {"bf16", "novel_window"}  # resolved per machine or from oth
 def changed_defaults(kept: dict | None, now: dict) -> list[str]:
     """The settings (``section.key: kept -> now``) where a kept row's resolved configs (its ``config``) differ
     from what the same arguments resolve to now - a default that changed since the row ran (the VAE's pool
-    size, say) makes the row another configuration.  Only settings both hold are compared: one added since,
-    with a default that keeps the old behaviour, is no change; a row without configs has nothing to compare."""
+    size, say) makes the row another configuration, and so does a setting it held that is gone now (a design
+    replaced).  A setting added since, with a default that keeps the old behaviour, is no change; a row without
+    configs has nothing to compare."""
     out = []
     for section, cfg in now.items():
         old = (kept or {}).get(section)
         if isinstance(old, dict) and isinstance(cfg, dict):
             keys = sorted(old.keys() & cfg.keys() - _MACHINE_RESOLVED)
             out += [f"{section}.{k}: {old[k]!r} -> {cfg[k]!r}" for k in keys if not same_config(old[k], cfg[k])]
+            out += [f"{section}.{k}: {old[k]!r} -> no such setting now" for k in sorted(old.keys() - cfg.keys())]
     return out
 
 
