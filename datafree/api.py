@@ -171,9 +171,9 @@ def distill(teacher: nn.Module | str, student: nn.Module | str, input_shape=None
 def distill_config(*, synthesizer: str = "generator", synth: dict | None = None, replay: str = "memory-bank",
                    replay_opts: dict | None = None, guide=None, guide_opts: dict | None = None, **options) -> dict:
     """The configs a ``distill`` call with these arguments resolves to, defaults filled in, without building a
-    model (the ``distill``, ``synthesizer`` and ``replay`` sections of its run's config): what a kept benchmark
-    row is checked against before it is reused.  Arguments that are not settings (teacher, eval_data, ...)
-    are ignored."""
+    model (the ``distill``, ``synthesizer``, ``replay`` and ``guide`` sections of its run's config): what a
+    kept benchmark row is checked against before it is reused.  Arguments that are not settings (teacher,
+    eval_data, ...) are ignored."""
     fields = {f.name for f in dataclasses.fields(DistillConfig)} - {"guide"}
     cfg = DistillConfig(synthesizer=synthesizer, synth=dict(synth or {}), replay=replay,
                         replay_opts=dict(replay_opts or {}), guide_opts=dict(guide_opts or {}),
