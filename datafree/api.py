@@ -14,17 +14,14 @@ from torch import nn
 from datafree.config import to_dict
 from datafree.data.augment import normalize
 from datafree.data.loaders import ImageSet, load_dataset
-from datafree.distill.engine import DistillConfig, Distiller, DistillResult
+from datafree.distill.engine import DistillConfig, Distiller, DistillResult, method_configs
 from datafree.distill.supervised import TrainConfig, train_supervised
 from datafree.errors import DatafreeError
 from datafree.evaluate import evaluate
 from datafree.models import ModelMeta, create_model, load_weights, model_meta
 from datafree.precision import BF16_FLAGS, bf16_fast, cpu_info
-from datafree.replay import make_replay_config
 from datafree.report import write_report
 from datafree.run import RunDir
-from datafree.synthesis import make_config
-from datafree.synthesis.guide import GuideConfig
 
 
 def _params(m: nn.Module) -> int:
@@ -128,14 +125,12 @@ def distill(teacher: nn.Module | str, student: nn.Module | str, input_shape=None
     bad = [k for k in options if k not in fields]
     if bad:
         raise DatafreeError(f"unknown distill option '{bad[0]}'; options: {', '.join(sorted(fields))}")
-    guide_path = str(guide) if isinstance(guide, (str, os.PathLike)) else None
-    cfg = DistillConfig(synthesizer=synthesizer, synth=dict(synth or {}), replay=replay,
-                        replay_opts=dict(replay_opts or {}), guide=guide_path, guide_opts=dict(guide_opts or {}),
-                        budget=budget, rounds=rounds, seed=seed, **options)
+    cfg = _distill_cfg(synthesizer, synth, replay, replay_opts, guide, guide_opts,
+                       dict(budget=budget, rounds=rounds, seed=seed, **options))
     run = RunDir(out) if out else None
     ex, ey = _eval_tensors(eval_data, meta)
     engine = Distiller(teacher, student, meta, cfg, run, ex, ey, progress,
-                       guide_data=guide if guide is not None and guide_path is None else None)
+                       guide_data=guide if guide is not None and cfg.guide is None else None)
     teacher_eval = evaluate(teacher, ex, ey, bf16=False) if ex is not None else None
     t0 = time.time()
     if run:
@@ -168,23 +163,24 @@ def distill(teacher: nn.Module | str, student: nn.Module | str, input_shape=None
     return res
 
 
+def _distill_cfg(synthesizer: str, synth: dict | None, replay: str, replay_opts: dict | None, guide,
+                 guide_opts: dict | None, options: dict) -> DistillConfig:
+    """``distill``'s arguments as its config (a guide given as a path is recorded; one given in memory is not)."""
+    return DistillConfig(synthesizer=synthesizer, synth=dict(synth or {}), replay=replay,
+                         replay_opts=dict(replay_opts or {}), guide_opts=dict(guide_opts or {}),
+                         guide=str(guide) if isinstance(guide, (str, os.PathLike)) else None, **options)
+
+
 def distill_config(*, synthesizer: str = "generator", synth: dict | None = None, replay: str = "memory-bank",
                    replay_opts: dict | None = None, guide=None, guide_opts: dict | None = None, **options) -> dict:
     """The configs a ``distill`` call with these arguments resolves to, defaults filled in, without building a
     model (the ``distill``, ``synthesizer``, ``replay`` and ``guide`` sections of its run's config): what a
     kept benchmark row is checked against before it is reused.  Arguments that are not settings (teacher,
     eval_data, ...) are ignored."""
-    fields = {f.name for f in dataclasses.fields(DistillConfig)} - {"guide"}
-    cfg = DistillConfig(synthesizer=synthesizer, synth=dict(synth or {}), replay=replay,
-                        replay_opts=dict(replay_opts or {}), guide_opts=dict(guide_opts or {}),
-                        guide=str(guide) if isinstance(guide, (str, os.PathLike)) else None,
-                        **{k: v for k, v in options.items() if k in fields})
-    out = {"distill": to_dict(cfg), "replay": to_dict(make_replay_config(replay, **cfg.replay_opts))}
-    if synthesizer != "none":
-        out["synthesizer"] = to_dict(make_config(synthesizer, **cfg.synth))
-    if cfg.guide is not None:
-        out["guide"] = to_dict(GuideConfig(**cfg.guide_opts))
-    return out
+    fields = {f.name for f in dataclasses.fields(DistillConfig)}
+    cfg = _distill_cfg(synthesizer, synth, replay, replay_opts, guide, guide_opts,
+                       {k: v for k, v in options.items() if k in fields})
+    return {"distill": to_dict(cfg), **{k: to_dict(v) for k, v in method_configs(cfg).items()}}
 
 
 def _data_used(engine: Distiller) -> str:

@@ -107,6 +107,16 @@ def summarize(history: list[dict]) -> dict:
             "max_drawdown": max([0.0, *drops]), "evaluations": len(acc)}
 
 
+def method_configs(cfg: DistillConfig, guided: bool = False) -> dict:
+    """The configs of the strategies ``cfg`` names, defaults filled in: ``synthesizer``, ``replay``, and
+    ``guide`` when the run has one (``cfg.guide``, or ``guided``: guide samples given in memory)."""
+    out = {"synthesizer": make_config(cfg.synthesizer, **cfg.synth),
+           "replay": make_replay_config(cfg.replay, **cfg.replay_opts)}
+    if cfg.guide or guided:
+        out["guide"] = GuideConfig(**cfg.guide_opts)
+    return out
+
+
 class Distiller:
     def __init__(self, teacher: nn.Module, student: nn.Module, meta: ModelMeta, cfg: DistillConfig,
                  run: RunDir | None = None, eval_x: torch.Tensor | None = None, eval_y: torch.Tensor | None = None,
@@ -117,7 +127,9 @@ class Distiller:
         self.budget = Budget.parse(cfg.budget, cfg.rounds)
         self.bf16 = resolve_bf16(cfg.bf16)
         self.teacher, self.student = teacher.eval(), student
-        self.synth_cfg = make_config(cfg.synthesizer, **cfg.synth)
+        methods = method_configs(cfg, guided=guide_data is not None)
+        self.synth_cfg, self.replay_cfg = methods["synthesizer"], methods["replay"]
+        self.guide_cfg = methods.get("guide")
         self.inverter = TeacherInverter(teacher, meta.num_classes, meta.mean, meta.std,
                                         getattr(self.synth_cfg, "bn_momentum", 0.0), self.bf16,
                                         cfg.channels_last)
@@ -125,11 +137,9 @@ class Distiller:
         per_round = math.ceil(cfg.kd_steps / cfg.synth_every) * getattr(self.synth_cfg, "batch_size", 64)
         self.window = cfg.novel_window or per_round
         self.pool = SamplePool(self.window, meta.input_shape)  # the novel window
-        self.replay_cfg = make_replay_config(cfg.replay, **cfg.replay_opts)
         self.replay = build_replay(cfg.replay, self.replay_cfg, ReplayContext(
             self.inverter, tuple(meta.input_shape), meta.num_classes, cfg.cache_teacher))
         self.synth_off = cfg.synthesizer == "none"
-        self.guide_cfg = GuideConfig(**cfg.guide_opts) if (cfg.guide or guide_data is not None) else None
         self.guide: Guide | None = None
         if self.guide_cfg is not None:
             data = load_guide(guide_data if guide_data is not None else cfg.guide, meta.input_shape, meta.num_classes)

@@ -198,11 +198,14 @@ class VAEReplay:
         return self.ctx.inverter.logits(x01)
 
     # -- pseudo replay ---------------------------------------------------------------------------
+    @property
+    def fitted(self) -> bool:
+        """Whether latents come from the fitted prior (it is on and has seen a batch), not N(0, I)."""
+        return self.prior is not None and self.prior.mean is not None
+
     def prior_sample(self, n: int) -> torch.Tensor:
         """n latents from the prior: the fitted Gaussian once it has seen a batch, else N(0, I)."""
-        if self.prior is not None and self.prior.mean is not None:
-            return self.prior.sample(n)
-        return torch.randn(n, self.vae.latent)
+        return self.prior.sample(n) if self.fitted else torch.randn(n, self.vae.latent)
 
     def nudge(self, n: int) -> torch.Tensor:
         """n prior latents, each given a target class (balanced by construction), nudged towards the
@@ -214,7 +217,6 @@ class VAEReplay:
             p.requires_grad_(False)
         try:
             z = self.prior_sample(n).requires_grad_(True)
-            fitted = self.prior is not None and self.prior.mean is not None
             y = inv.balanced_targets(n)
             opt = torch.optim.Adam([z], cfg.nudge_lr)
             for _ in range(cfg.nudge_steps):
@@ -225,7 +227,7 @@ class VAEReplay:
                 else:
                     t, l_bn = self._teacher(vae.decode(z)), torch.zeros(())
                 loss = F.cross_entropy(t, y) + cfg.nudge_bn * l_bn
-                if not fitted:  # keep N(0, I) samples' batch moments; a fitted prior has its own
+                if not self.fitted:  # keep N(0, I) samples' batch moments; a fitted prior has its own
                     loss = loss + z.mean(0).pow(2).mean() + (z.var(0) - 1).pow(2).mean()
                 finite(loss)
                 (g,) = torch.autograd.grad(loss, [z])
