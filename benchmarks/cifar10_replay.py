@@ -9,6 +9,9 @@ Same seed, same wall-clock budget, same synthesizer for each replay strategy:
 - ``memory-bank``: MB-DFKD with a bank of ``--bank`` bytes; the default ``10x`` is ten times the VAE's
   measured footprint (weights + Adam state + latent pool), the comparison the bar asks for: if the
   VAE's mean-over-run accuracy is at least this bank's, the bank that matches the VAE needs >= 10x its bytes;
+- ``vae@encoded``: the VAE's pool holds 4-bit encodings of the stream's own samples, kept by reservoir,
+  instead of nudged prior latents, and replays half of each student batch as the bank does (``VAE_PRESETS``;
+  558 codes: the default VAE's footprint);
 - ``memory-bank@200000``: the library default, a bank large enough to keep every sample of the run;
 - a ``+ema<decay>`` suffix (``none+ema0.99``) evaluates an EMA of the student's weights (``distill(ema=...)``);
   such a variant is compared with ``none`` of the same suffix.
@@ -33,6 +36,9 @@ from datafree.experiments import bank_options, markdown_table, reference_speed, 
 from datafree.io.atomic import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
+# vae@<preset>: VAE replay options; the pool is sized so the footprint stays the default VAE's (336,956 B with the
+# resnet56 teacher's cached logits): 558 codes of 344 B (4-bit codes) against 320 of 600 B (8-bit)
+VAE_PRESETS = {"encoded": {"codes": "encoded", "code_bits": 4, "pool": 558, "ratio": 0.5}}
 SHARED = ROOT.parent / "shared"
 
 
@@ -61,6 +67,10 @@ def main() -> None:
         if kind == "memory-bank":
             vae = next((res[v]["replay_footprint"]["bytes"] for v in ("vae", f"vae+ema{ema}") if v in res), None)
             opts = bank_options(size or a.bank, vae)
+        elif kind == "vae" and size:
+            if size not in VAE_PRESETS:
+                sys.exit(f"unknown vae preset '{size}' in --variants; known: {', '.join(VAE_PRESETS)}")
+            opts = dict(VAE_PRESETS[size])
         extra = {"ema": float(ema)} if ema else {}
         res.update(run_variants({name: dict(replay=kind, replay_opts=opts, **common, **extra)}, datafree.distill, a.out,
                                 a.resume, keep=Path(a.results) / "cifar10_replay", calibrate=reference_speed,

@@ -279,15 +279,16 @@ def replay_bars(res: dict[str, dict]) -> dict:
                    "mean_gain_ge_2pt": r["mean_accuracy"] - none["mean_accuracy"] >= 0.02,
                    "drawdown_at_most_half": r["max_drawdown"] <= 0.5 * none["max_drawdown"],
                    "last_not_below_none": r["last_accuracy"] >= none["last_accuracy"]}
-    for sfx in dict.fromkeys(suffix(k) for k in res):
-        vae, bank = res.get("vae" + sfx), res.get("memory-bank" + sfx)
-        if vae is None or bank is None:
+    for name, vae in res.items():  # vae, vae@encoded, vae+ema0.99, ... against the bank of the same suffix
+        bank = res.get("memory-bank" + suffix(name))
+        if name.partition("+")[0].partition("@")[0] != "vae" or bank is None:
             continue
         vb, bb = vae["replay_footprint"]["bytes"], bank["replay_footprint"]["capacity_bytes"]
-        bars["vae_vs_bank" + sfx] = {
+        key = "vae_vs_bank" + name[3:]
+        bars[key] = {
             "vae_bytes": vb, "vae_weights_bytes": vae["replay_footprint"]["weights_bytes"],
             "bank_capacity_bytes": bb, "bank_bytes_used": bank["replay_footprint"]["bytes"],
             "bank_over_vae_bytes": bb / vb, "vae_mean_ge_bank_mean": vae["mean_accuracy"] >= bank["mean_accuracy"]}
         if vae.get("replayed_images") == 0:
-            bars["vae_vs_bank" + sfx].update(vae_mean_ge_bank_mean=None, void=VOID)
+            bars[key].update(vae_mean_ge_bank_mean=None, void=VOID)
     return bars

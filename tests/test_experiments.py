@@ -101,7 +101,8 @@ def _row(mean: float, last: float, drawdown: float, replay_bytes: int = 0) -> di
 
 def test_replay_bars_compare_each_variant_with_none_of_the_same_suffix():
     res = {"none": _row(0.40, 0.45, 0.04), "vae": _row(0.43, 0.46, 0.01, 10), "memory-bank": _row(0.42, 0.44, 0.03, 90),
-           "none+ema0.99": _row(0.45, 0.46, 0.01), "vae+ema0.99": _row(0.46, 0.47, 0.006, 10)}
+           "none+ema0.99": _row(0.45, 0.46, 0.01), "vae+ema0.99": _row(0.46, 0.47, 0.006, 10),
+           "vae@encoded": _row(0.44, 0.46, 0.01, 9)}
     bars = replay_bars(res)
     assert bars["vae"] == {"mean_gain_pt": pytest.approx(3.0), "mean_gain_ge_2pt": True, "drawdown_at_most_half": True,
                            "last_not_below_none": True}
@@ -109,6 +110,9 @@ def test_replay_bars_compare_each_variant_with_none_of_the_same_suffix():
     assert bars["vae+ema0.99"]["mean_gain_pt"] == pytest.approx(1.0)  # against none+ema0.99, not none
     assert "none+ema0.99" not in bars and "none" not in bars
     assert bars["vae_vs_bank"]["bank_over_vae_bytes"] == 9.0 and "vae_vs_bank+ema0.99" not in bars
+    # each VAE preset gets its own verdict against the bank of its suffix
+    assert bars["vae_vs_bank@encoded"]["bank_over_vae_bytes"] == 10.0
+    assert bars["vae_vs_bank@encoded"]["vae_mean_ge_bank_mean"] is True and bars["vae@encoded"]["mean_gain_ge_2pt"]
 
 
 def test_replay_bars_give_no_verdict_on_a_variant_that_replayed_nothing():

@@ -216,6 +216,71 @@ def test_vae_latent_pool_is_a_bounded_fifo_of_8bit_codes_with_fresh_logits():
         build_replay("vae", VAEReplayConfig(pool=8, fresh=9), _ctx())
 
 
+def test_4bit_codes_pack_two_to_a_byte_and_round_like_8bit_on_a_coarser_grid():
+    from datafree.replay.vae import dequantize_codes, quantize_codes
+
+    torch.manual_seed(0)
+    z = torch.randn(16, 64)
+    q4, s4 = quantize_codes(z, 4)
+    assert q4.dtype == torch.uint8 and q4.shape == (16, 32)
+    back = dequantize_codes(q4, s4)
+    assert torch.allclose(back.abs().amax(1), z.abs().amax(1))  # absmax scaling: +-7 hit exactly
+    assert float((back - z).abs().max()) <= float(s4.max()) / 2 + 1e-6  # round to nearest on the 15-level grid
+    levels = torch.unique(torch.round(back / s4))
+    assert levels.min() >= -7 and levels.max() <= 7
+    q8, s8 = quantize_codes(z)
+    assert q8.dtype == torch.int8 and float((dequantize_codes(q8, s8) - z).abs().max()) <= float(s8.max()) / 2 + 1e-6
+
+
+def test_vae_encoded_pool_is_a_reservoir_of_the_streams_4bit_encodings():
+    torch.manual_seed(0)
+    replay = build_replay("vae", VAEReplayConfig(codes="encoded", code_bits=4, pool=12, relabel=3, min_updates=1),
+                          _ctx())
+    x, lg = _batch(8)
+    replay.observe(x, lg, 0.0)
+    assert replay.codes.dtype == torch.uint8 and replay.codes.shape == (8, replay.vae.latent // 2)
+    # the codes are the stream's own encodings (by the VAE after this step), not prior samples
+    from datafree.replay.vae import quantize_codes
+
+    want, scales = quantize_codes(replay.encode(x), 4)
+    assert torch.equal(replay.codes, want) and torch.allclose(replay.scales, scales)
+    for i in range(1, 40):
+        replay.observe(*_batch(8, 8 * i), i / 40)
+        assert len(replay.codes) == min(12, 8 * (i + 1)) and replay.offered == 8 * (i + 1)
+        if i == 1:
+            full = replay.codes.clone()
+    assert not torch.equal(replay.codes, full)  # later samples replaced some (reservoir_slots: uniform over the stream)
+    # the pool's logits are those of the current VAE for the codes refreshed this call
+    current = replay.stamps == replay.calls
+    with torch.no_grad():
+        xc = replay.decode(replay.codes[current], replay.scales[current])
+        assert torch.allclose(replay.logits[current, 0], replay.ctx.inverter.teacher(xc), atol=1e-4)
+    fp = replay.footprint()
+    assert fp["pool_bytes"] == 12 * (replay.vae.latent // 2 + 4 + 4 * 2 * 4 + 4)
+    held = sum(t.numel() * t.element_size() for t in (replay.codes, replay.scales, replay.logits, replay.stamps))
+    assert held == fp["pool_bytes"]
+    with pytest.raises(DatafreeError, match="codes"):
+        build_replay("vae", VAEReplayConfig(codes="stored"), _ctx())
+    with pytest.raises(DatafreeError, match="code_bits"):
+        build_replay("vae", VAEReplayConfig(code_bits=3), _ctx())
+
+
+def test_reservoir_slots_keep_a_uniform_sample_of_the_stream():
+    from datafree.replay.memory_bank import reservoir_slots
+
+    torch.manual_seed(0)
+    hits = torch.zeros(100)
+    for _ in range(400):
+        store = torch.full((10,), -1)
+        for start in range(0, 100, 7):
+            n = min(7, 100 - start)
+            idx, slots = reservoir_slots(start, 10, n)
+            store[slots] = start + idx
+        hits[store] += 1
+    assert hits.sum() == 4000
+    assert hits[:50].sum().item() / 4000 == pytest.approx(0.5, abs=0.05)  # as many old samples kept as new
+
+
 def test_fitted_prior_tracks_the_mean_and_covariance_of_a_low_rank_stream():
     from datafree.replay.vae import LatentPrior
 
@@ -301,13 +366,14 @@ def _replay_snapshot(replay) -> dict:
                 "count": replay.bank.count, "calls": replay.calls}
     return {**{k: v.clone() for k, v in replay.vae.state_dict().items()}, "codes": replay.codes.clone(),
             "scales": replay.scales.clone(), "logits": replay.logits.clone(), "stamps": replay.stamps.clone(),
-            "updates": replay.updates, "calls": replay.calls,
+            "updates": replay.updates, "calls": replay.calls, "offered": replay.offered,
             **{f"prior_{k}": v.clone() for k, v in (replay.prior.state() if replay.prior else {}).items()},
             "exp_avg": [s["exp_avg"].clone() for s in replay.opt.state.values()]}
 
 
 @pytest.mark.parametrize("replay,opts", [("memory-bank", {"capacity": 40}),
-                                         ("vae", {"min_updates": 1, "pool": 16, "fresh": 8, "prior": "fitted"})])
+                                         ("vae", {"min_updates": 1, "pool": 16, "fresh": 8, "prior": "fitted"}),
+                                         ("vae", {"min_updates": 1, "pool": 24, "codes": "encoded", "code_bits": 4})])
 def test_resume_restores_the_replay_state_exactly(tmp_path, monkeypatch, replay, opts):
     from datafree.distill.engine import DistillConfig, Distiller
     from datafree.models import ModelMeta

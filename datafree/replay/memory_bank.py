@@ -31,6 +31,16 @@ from datafree.replay.base import ReplayContext
 from datafree.synthesis.pool import SamplePool
 
 
+def reservoir_slots(seen: int, capacity: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Vitter's algorithm R for n samples offered after ``seen`` earlier ones: (indices of the kept ones,
+    their slots).  Slots at or past the store's fill level come first and in order (the store grows)."""
+    idx = torch.arange(n)
+    pos = seen + idx  # 0-based position of each sample in the offered stream
+    slot = torch.where(pos < capacity, pos, (torch.rand(n) * (pos + 1).double()).long())
+    keep = slot < capacity
+    return idx[keep], slot[keep]
+
+
 @dataclass
 class MemoryBankConfig:
     capacity: int = 200_000  # samples
@@ -67,13 +77,10 @@ class MemoryBank:
 
     def _slots(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(indices of the offered samples that are stored, their slots) under the policy."""
-        idx = torch.arange(n)
         if self.cfg.policy == "fifo":
+            idx = torch.arange(n)
             return idx, (self.bank.count + idx) % self.capacity
-        seen = self.bank.count + idx  # 0-based position of each sample in the offered stream
-        slot = torch.where(seen < self.capacity, seen, (torch.rand(n) * (seen + 1).double()).long())
-        keep = slot < self.capacity
-        return idx[keep], slot[keep]
+        return reservoir_slots(self.bank.count, self.capacity, n)
 
     def observe(self, images01: torch.Tensor, logits: torch.Tensor | None, progress: float) -> dict:
         self.calls += 1
