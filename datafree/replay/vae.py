@@ -49,39 +49,21 @@ stream's latents 9.3 %, vector-like latents (8 x 4 x 4, 4 x 8 x 8, KL 3e-4 .. 2e
 steps to balanced classes 13.0 %, with the BN term 17.5 %, 20 steps with it 22.1 %.  Five steps are the
 default: each is a teacher forward and backward pass over the fresh codes.
 
-The fitted prior (``prior=fitted``): with the KL weight 1e-5 the encoder's means have N(0, 1)-like
-marginals (over the stream: mean |mu| 0.23, per-dimension std 1.07; KL ~850 nats per sample), yet a
-low-rank Gaussian fitted to them, which keeps their correlations, made far better replays than N(0, I) in a
-probe with the VAE at the end of the 60-minute slower-machine CIFAR-10 run (its stream: 1,070 stored
-synthetic samples of the memory-bank run; 640 replays each, a fresh
-resnet20 given 120 KD steps, agreement with the teacher on the other run's 640-sample window; no real
-image): the stored samples 27.7 %; N(0, I) + 5 nudge steps 12.7 % (5 steps at lr 0.2: 14.4 %, 10 steps
-12.7-14.2 %, BN weight 10: 12.3 %); a Gaussian fitted to the stream's latents, + 5 nudge steps: rank 16
-19.2 %, rank 32 22.7 %, rank 64 25.0 % (per-class means instead of one: 16.9 %).  That did not carry over
-to the run: in the 60-minute benchmark on the same machine (slower group), rank 64 with its 67,588 bytes
-taken out of the pool (200 codes; footprint 332,544 B) ended at 41.47 % with a mean of 32.57 % over 15
-evaluations, against N(0, I) with 320 codes at 44.82 % / 36.48 % over 17 (the machine was about 5 % slower
-in that sitting: 8.50 against 8.98 synthetic images/s).  It trailed from round 2 to round 7 (20.9-34.9 %
-against 22.3-38.2 %).  A likely reason, not measured: with ``prior_decay`` 0.9 the fitted prior follows the
-last ~800 encodings, so its replays resemble the newest samples instead of rehearsing older ones; the probe
-fitted it to a reservoir of the whole run.  So N(0, I) stays the default.
-
-Encoded codes (``codes=encoded``, an option that departs from the paper's "store no sample"): the pool holds
-the encoder's means of the stream's own samples (``code_bits`` 8, or 4 with two codes to a byte), kept by
-reservoir over the whole stream as the memory bank keeps its samples (``reservoir_slots``), relabelled and
-decoded anew by the current VAE as nudged codes are; no nudging.  This is replay compressed by the VAE rather
-than pseudo replay from its prior, and the VAE still learns the stream and rehearses on its own decodings.
-Probe (the probe above: the slower-machine VAE, 640 of the bank run's stored samples as the stream, 120 KD
-steps, the same scoring; no real image): the stored samples 33.8 %; decoded from their codes, fp32 26.1 %,
-8-bit 28.1 %, 4-bit 23.1 % (teacher argmax kept on 73.0 % / 69.1 % of them at 8 / 4 bits) - against 12.7 %
-for nudged N(0, I) latents, at no nudging cost.  That did not carry over to the run either: in the 60-minute
-benchmark (``vae@encoded``: 558 4-bit codes, ratio 0.5 as the bank's, 336,908 B; at 3f2dd95) it ended at
-43.05 % with a mean of 34.49 % over 15 evaluations (max drawdown 3.24 pt).  Round for round it tracked the
-nudged pool (round 13: 42.80 against 42.89 %, round 15: 43.05 against 43.40 %) and trailed the bank of ten
-times its bytes (47.24 % at round 15); its upkeep was 263 s of the hour against the nudged pool's 625 s, and
-10-31 % (mean 15 %) of the codes relabelled per batch changed teacher class as the decoder drifted.  That
-sitting's machine was 11 % slower (7.67 synthetic images/s, outside the group's tolerance), so the row is
-kept but compared by round only.  So nudged codes stay the default.
+Two options, each measured and not the default (the 60-minute runs are in the README's slower-machine
+section). ``prior=fitted`` starts the nudging from a Gaussian fitted online to the encoder's means
+(``LatentPrior``): they have N(0, 1)-like marginals (mean |mu| 0.23, per-dimension std 1.07) but correlated
+dimensions. ``codes=encoded`` departs from the paper's "store no sample": the pool holds the encoder's codes
+of the stream's own samples (``code_bits`` 8, or 4 with two to a byte), kept by reservoir over the stream as
+the bank keeps its samples (``reservoir_slots``), relabelled and decoded anew by the current VAE, with no
+nudging - replay compressed by the VAE. Probe (the VAE at the end of the 60-minute slower-machine run; the
+bank run's stored samples as the stream; 640 replays each, a fresh resnet20 given 120 KD steps, agreement with
+the teacher on another run's 640 samples; no real image): stored samples 27.7 % (33.8 % on another random 640
+of them, with which the decoded codes were scored: the probe's spread is wide); N(0, I) + 5 nudge steps 12.7 %
+(lr 0.2: 14.4 %, 10 steps 12.7-14.2 %, BN weight 10: 12.3 %); fitted prior + 5 steps, rank 16 / 32 / 64: 19.2
+/ 22.7 / 25.0 %; decoded codes, fp32 / 8-bit / 4-bit: 26.1 / 28.1 / 23.1 %. Neither carried over to the run:
+the fitted prior (rank 64, decay 0.9) ended at 41.47 % with a 32.57 % mean, the encoded pool (558 4-bit codes,
+ratio 0.5) at 43.05 % / 34.49 %, level round for round with the N(0, I) pool (44.82 % / 36.48 %) and behind
+the bank of ten times its bytes.
 """
 
 from __future__ import annotations
@@ -206,7 +188,7 @@ class VAEReplay:
         if cfg.codes not in ("nudged", "encoded") or cfg.code_bits not in (4, 8):
             raise DatafreeError(f"vae codes must be nudged or encoded and code_bits 4 or 8, got {cfg.codes}, "
                                 f"{cfg.code_bits}")
-        if not 1 <= cfg.fresh <= (cfg.pool if cfg.codes == "nudged" else cfg.fresh) or cfg.pool < 1 or cfg.relabel < 0:
+        if cfg.pool < 1 or cfg.fresh < 1 or cfg.relabel < 0 or (cfg.codes == "nudged" and cfg.fresh > cfg.pool):
             raise DatafreeError(f"vae needs 1 <= fresh <= pool and relabel >= 0, got pool={cfg.pool}, "
                                 f"fresh={cfg.fresh}, relabel={cfg.relabel}")
         c, h, w = ctx.input_shape
@@ -219,8 +201,9 @@ class VAEReplay:
             raise DatafreeError(f"4-bit codes need an even latent size, got {self.vae.latent}; use code_bits=8")
         self.opt = torch.optim.Adam(self.vae.parameters(), cfg.lr, betas=(0.9, 0.999))
         self.prior = LatentPrior(self.vae.latent, cfg.prior_rank, cfg.prior_decay) if cfg.prior == "fitted" else None
-        # the latent pool, newest first: int8 codes, their scales, cached teacher logits (N x views x C, or
-        # None without the engine's cache) and the observe count at which those logits were computed
+        # the latent pool (nudged: newest first; encoded: reservoir slots): codes (int8, or uint8 pairs at 4 bits),
+        # their scales, cached teacher logits (N x views x C, or None without the engine's cache) and the observe
+        # count at which those logits were computed
         self.codes: torch.Tensor | None = None
         self.scales: torch.Tensor | None = None
         self.logits: torch.Tensor | None = None
@@ -286,7 +269,7 @@ class VAEReplay:
         return SamplePool.quantize(x)
 
     def generate(self, n: int) -> tuple[torch.Tensor, dict]:
-        """n fresh pseudo replays in [0, 1] (nudged, 8-bit codes, decoded)."""
+        """n fresh pseudo replays in [0, 1] (nudged, quantized to ``code_bits``, decoded)."""
         return self.decode(*quantize_codes(self.nudge(n), self.cfg.code_bits)), {}
 
     @torch.no_grad()
