@@ -68,7 +68,9 @@ the bank of ten times its bytes.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,7 +82,7 @@ from datafree.models.vae import ConvVAE, kl_divergence
 from datafree.replay.base import ReplayContext
 from datafree.replay.memory_bank import reservoir_slots
 from datafree.synthesis.base import finite
-from datafree.synthesis.pool import SamplePool
+from datafree.synthesis.pool import SamplePool, last_writes
 
 
 @dataclass
@@ -217,6 +219,20 @@ class VAEReplay:
     def _teacher(self, x01: torch.Tensor) -> torch.Tensor:
         return self.ctx.inverter.logits(x01)
 
+    @contextlib.contextmanager
+    def _eval_mode(self, frozen: bool = False) -> Iterator[ConvVAE]:
+        """The VAE in eval mode (with ``frozen`` weights: no gradient to them), restored afterwards."""
+        was = self.vae.training
+        self.vae.eval()
+        if frozen:
+            self.vae.requires_grad_(False)
+        try:
+            yield self.vae
+        finally:
+            if frozen:
+                self.vae.requires_grad_(True)
+            self.vae.train(was)
+
     # -- pseudo replay ---------------------------------------------------------------------------
     @property
     def fitted(self) -> bool:
@@ -230,12 +246,8 @@ class VAEReplay:
     def nudge(self, n: int) -> torch.Tensor:
         """n prior latents, each given a target class (balanced by construction), nudged towards the
         teacher's response for it and its BatchNorm statistics."""
-        cfg, vae, inv = self.cfg, self.vae, self.ctx.inverter
-        was = vae.training
-        vae.eval()
-        for p in vae.parameters():
-            p.requires_grad_(False)
-        try:
+        cfg, inv = self.cfg, self.ctx.inverter
+        with self._eval_mode(frozen=True) as vae:
             z = self.prior_sample(n).requires_grad_(True)
             y = inv.balanced_targets(n)
             opt = torch.optim.Adam([z], cfg.nudge_lr)
@@ -253,20 +265,13 @@ class VAEReplay:
                 (g,) = torch.autograd.grad(loss, [z])
                 z.grad = g
                 opt.step()
-        finally:
-            for p in vae.parameters():
-                p.requires_grad_(True)
-            vae.train(was)
         return z.detach()
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
         """Pool codes -> images on the pool's 8-bit grid, by the current VAE (in eval mode)."""
-        was = self.vae.training
-        self.vae.eval()
-        x = self.vae.decode(dequantize_codes(codes, scales))
-        self.vae.train(was)
-        return SamplePool.quantize(x)
+        with self._eval_mode() as vae:
+            return SamplePool.quantize(vae.decode(dequantize_codes(codes, scales)))
 
     def generate(self, n: int) -> tuple[torch.Tensor, dict]:
         """n fresh pseudo replays in [0, 1] (nudged, quantized to ``code_bits``, decoded)."""
@@ -275,11 +280,8 @@ class VAEReplay:
     @torch.no_grad()
     def encode(self, images01: torch.Tensor) -> torch.Tensor:
         """The encoder's means (in eval mode), flattened."""
-        was = self.vae.training
-        self.vae.eval()
-        mu = self.vae.encode(images01)[0].flatten(1)
-        self.vae.train(was)
-        return mu
+        with self._eval_mode() as vae:
+            return vae.encode(images01)[0].flatten(1)
 
     def _refresh_pool(self, novel: torch.Tensor) -> dict:
         """Store new codes - ``fresh`` nudged ones in front, the oldest leaving; or the novel batch's
@@ -305,11 +307,8 @@ class VAEReplay:
                 return torch.cat([new, old])[:cfg.pool]
             grow = min(len(new), cfg.pool - len(old))  # the pool fills first: those come first, in order
             old = torch.cat([old, new[:grow]])
-            rest, at = new[grow:], slots[grow:]
-            order = torch.arange(len(at))
-            last = torch.full((cfg.pool,), -1).scatter_reduce(0, at, order, "amax")
-            won = last[at] == order  # of two draws of one slot in a batch the later one wins, as in sequence
-            old[at[won]] = rest[won]
+            at, last = last_writes(slots[grow:])
+            old[at] = new[grow:][last]
             return old
 
         self.codes, self.scales = push(codes, self.codes), push(scales, self.scales)

@@ -83,11 +83,8 @@ class SamplePool:
         self.count += offered
         if len(slots) == 0:
             return
-        # a slot written twice in one call keeps the later sample (sequential semantics)
-        rev = torch.flip(torch.arange(len(slots)), (0,))
-        uniq, first = _first_occurrence(slots[rev])
-        keep = rev[first]
-        slots, q = uniq, q[keep]
+        slots, keep = last_writes(slots)
+        q = q[keep]
         lg = lg[keep] if lg is not None else None
         top = int(slots.max()) + 1
         fresh = slots[slots >= self.size]
@@ -178,9 +175,10 @@ class SamplePool:
                 f.unlink(missing_ok=True)
 
 
-def _first_occurrence(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unique values and the index of each one's first occurrence in ``values``."""
-    uniq, inv = torch.unique(values, return_inverse=True)
-    pos = torch.arange(len(values))
-    first = torch.full((len(uniq),), len(values), dtype=torch.long).scatter_reduce(0, inv, pos, "amin")
-    return uniq, first
+def last_writes(slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct ``slots`` and, for each, the index of its last write: a slot written twice in one batch
+    keeps the later sample, as writing them in sequence would."""
+    uniq, inv = torch.unique(slots, return_inverse=True)
+    pos = torch.arange(len(slots))
+    last = torch.full((len(uniq),), -1, dtype=torch.long).scatter_reduce(0, inv, pos, "amax")
+    return uniq, last
