@@ -13,6 +13,9 @@ Same seed, same wall-clock budget, same synthesizer for each replay strategy:
   instead of nudged prior latents, and replays half of each student batch as the bank does (``VAE_PRESETS``;
   558 codes: the default VAE's footprint);
 - ``memory-bank@200000``: the library default, a bank large enough to keep every sample of the run;
+- ``memory-bank@336956B``: a bank of that many bytes (here the VAE's own footprint: 106 samples); with two or
+  more banks the bars bracket the bank that gives the VAE's mean (``vae_matching_bank``), the bank the
+  VAE-bytes bar speaks of;
 - a ``+ema<decay>`` suffix (``none+ema0.99``) evaluates an EMA of the student's weights (``distill(ema=...)``);
   such a variant is compared with ``none`` of the same suffix.
 Held-out accuracy (the full 10k test set) is measured after every round outside the method clock and
@@ -48,7 +51,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bank", default="10x", help="bank size: '10x' (times the VAE's footprint), '40MB' or samples")
     ap.add_argument("--variants", default="none,vae,memory-bank,memory-bank@200000",
-                    help="comma-separated; memory-bank@N is a bank of N samples (200000: every sample of the run); "
+                    help="comma-separated; memory-bank@N is a bank of N samples (200000: every sample of the run), "
+                    "memory-bank@336956B one of that many bytes; "
                     "a +ema<decay> suffix (none+ema0.99) evaluates an EMA of the student's weights")
     ap.add_argument("--out", default="runs/bench_cifar10_replay")
     ap.add_argument("--resume", action="store_true", help="continue an interrupted variant, reuse finished ones")

@@ -229,13 +229,16 @@ def _git_commit(here: Path | None = None) -> str | None:
     return (sha + ("-dirty" if dirty else "")) if sha else None
 
 
+BANK_SLACK = 4096  # bytes a bank sized as a multiple of the VAE gets on top: about one sample
+
+
 def bank_options(size: str, vae_bytes: int | None = None) -> dict:
     """Memory-bank options for a size given as samples ("200000"), bytes ("40MB", "3470936B") or a multiple of the VAE's
     measured footprint ("10x"; one sample of slack so that the bank holds at least that many bytes)."""
     if size.endswith("x"):
         if vae_bytes is None:
             raise ValueError("a bank sized relative to the VAE needs the VAE's footprint (run the vae variant first)")
-        return {"capacity_bytes": math.ceil(float(size[:-1]) * vae_bytes) + 4096}
+        return {"capacity_bytes": math.ceil(float(size[:-1]) * vae_bytes) + BANK_SLACK}
     if size.isdigit():
         return {"capacity": int(size)}
     return {"capacity_bytes": parse_bytes(size)}  # "3470936B" -> 3470936: the form a kept row stores
@@ -291,4 +294,27 @@ def replay_bars(res: dict[str, dict]) -> dict:
             "bank_over_vae_bytes": bb / vb, "vae_mean_ge_bank_mean": vae["mean_accuracy"] >= bank["mean_accuracy"]}
         if vae.get("replayed_images") == 0:
             bars[key].update(vae_mean_ge_bank_mean=None, void=VOID)
+            continue
+        curve = matching_bank(vae, {k: r for k, r in res.items() if k.partition("+")[0].partition("@")[0]
+                                    == "memory-bank" and suffix(k) == suffix(name)})
+        if len(curve["banks"]) > 1:
+            bars["vae_matching_bank" + name[3:]] = curve
     return bars
+
+
+def matching_bank(vae: dict, banks: dict[str, dict]) -> dict:
+    """Brackets "the memory bank that gives the same mean-over-run accuracy" as the VAE with the measured
+    banks (bytes held, mean): the largest bank below the VAE's mean and the smallest at or above it.  The bar
+    (the VAE needs <= 1/10 of that bank's bytes) is met if a bank of >= 10x the VAE's bytes is still below its
+    mean, not met if a bank of <= 10x (plus the ``10x`` bank's slack) reaches it, else open (None) - reading the
+    bank's mean as rising with its size."""
+    vb, m = vae["replay_footprint"]["bytes"], vae["mean_accuracy"]
+    rows = sorted(({"variant": k, "bytes": r["replay_footprint"]["bytes"], "mean": r["mean_accuracy"]}
+                   for k, r in banks.items()), key=lambda b: b["bytes"])
+    below = [b for b in rows if b["mean"] < m]
+    above = [b for b in rows if b["mean"] >= m]
+    lo, hi = (below[-1] if below else None), (above[0] if above else None)
+    met = True if lo and lo["bytes"] >= 10 * vb else False if hi and hi["bytes"] <= 10 * vb + BANK_SLACK else None
+    return {"vae_bytes": vb, "vae_mean": m, "banks": rows, "largest_bank_below": lo and lo["variant"],
+            "smallest_bank_at_or_above": hi and hi["variant"],
+            "matching_bank_over_vae_bytes": [lo and lo["bytes"] / vb, hi and hi["bytes"] / vb], "ten_x_met": met}

@@ -115,6 +115,24 @@ def test_replay_bars_compare_each_variant_with_none_of_the_same_suffix():
     assert bars["vae_vs_bank@encoded"]["vae_mean_ge_bank_mean"] is True and bars["vae@encoded"]["mean_gain_ge_2pt"]
 
 
+def test_replay_bars_bracket_the_bank_that_matches_the_vaes_mean():
+    """With banks of several sizes, the bank that gives the VAE's mean lies between the largest bank below it
+    and the smallest at or above it; the 10x bar is met, not met or open accordingly."""
+    vb = 300_000
+    res = {"none": _row(0.30, 0.35, 0.02), "vae": _row(0.36, 0.44, 0.03, vb),
+           "memory-bank": _row(0.42, 0.50, 0.02, 50 * vb), "memory-bank@300000B": _row(0.33, 0.40, 0.02, vb)}
+    curve = replay_bars(res)["vae_matching_bank"]
+    assert [b["variant"] for b in curve["banks"]] == ["memory-bank@300000B", "memory-bank"]
+    assert curve["largest_bank_below"] == "memory-bank@300000B" and curve["smallest_bank_at_or_above"] == "memory-bank"
+    assert curve["matching_bank_over_vae_bytes"] == [1.0, 50.0] and curve["ten_x_met"] is None  # 1x .. 50x: open
+    res["memory-bank"]["replay_footprint"]["bytes"] = 10 * vb + 4096  # the 10x bank (with its slack) beats the VAE
+    assert replay_bars(res)["vae_matching_bank"]["ten_x_met"] is False
+    res["memory-bank"]["mean_accuracy"] = 0.35  # a 10x bank still below the VAE: the matching bank is larger
+    curve = replay_bars(res)["vae_matching_bank"]
+    assert curve["ten_x_met"] is True and curve["smallest_bank_at_or_above"] is None
+    assert "vae_matching_bank" not in replay_bars({k: v for k, v in res.items() if k != "memory-bank@300000B"})
+
+
 def test_replay_bars_give_no_verdict_on_a_variant_that_replayed_nothing():
     res = {"none": _row(0.40, 0.45, 0.04), "vae": {**_row(0.50, 0.55, 0.0, 10), "replayed_images": 0},
            "memory-bank": {**_row(0.42, 0.46, 0.01, 100), "replayed_images": 5000}}
