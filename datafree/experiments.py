@@ -270,6 +270,9 @@ def replay_bars(res: dict[str, dict]) -> dict:
     def suffix(name: str) -> str:  # "vae+ema0.99" -> "+ema0.99"
         return "".join(name.partition("+")[1:])
 
+    def kind(name: str) -> str:  # "vae@encoded+ema0.99" -> "vae"
+        return name.partition("+")[0].partition("@")[0]
+
     for k, r in res.items():
         none = res.get("none" + suffix(k))
         if none is None or k == "none" + suffix(k):
@@ -282,23 +285,23 @@ def replay_bars(res: dict[str, dict]) -> dict:
                    "mean_gain_ge_2pt": r["mean_accuracy"] - none["mean_accuracy"] >= 0.02,
                    "drawdown_at_most_half": r["max_drawdown"] <= 0.5 * none["max_drawdown"],
                    "last_not_below_none": r["last_accuracy"] >= none["last_accuracy"]}
-    for name, vae in res.items():  # vae, vae@encoded, vae+ema0.99, ... against the bank of the same suffix
+    for name, vae in res.items():  # vae, vae@encoded, vae+ema0.99, ... against the banks of the same suffix
+        if kind(name) != "vae":
+            continue
+        void = vae.get("replayed_images") == 0
         bank = res.get("memory-bank" + suffix(name))
-        if name.partition("+")[0].partition("@")[0] != "vae" or bank is None:
-            continue
-        vb, bb = vae["replay_footprint"]["bytes"], bank["replay_footprint"]["capacity_bytes"]
-        key = "vae_vs_bank" + name[3:]
-        bars[key] = {
-            "vae_bytes": vb, "vae_weights_bytes": vae["replay_footprint"]["weights_bytes"],
-            "bank_capacity_bytes": bb, "bank_bytes_used": bank["replay_footprint"]["bytes"],
-            "bank_over_vae_bytes": bb / vb, "vae_mean_ge_bank_mean": vae["mean_accuracy"] >= bank["mean_accuracy"]}
-        if vae.get("replayed_images") == 0:
-            bars[key].update(vae_mean_ge_bank_mean=None, void=VOID)
-            continue
-        curve = matching_bank(vae, {k: r for k, r in res.items() if k.partition("+")[0].partition("@")[0]
-                                    == "memory-bank" and suffix(k) == suffix(name)})
-        if len(curve["banks"]) > 1:
-            bars["vae_matching_bank" + name[3:]] = curve
+        if bank is not None:
+            vb, bb = vae["replay_footprint"]["bytes"], bank["replay_footprint"]["capacity_bytes"]
+            key = "vae_vs_bank" + name[3:]
+            bars[key] = {
+                "vae_bytes": vb, "vae_weights_bytes": vae["replay_footprint"]["weights_bytes"],
+                "bank_capacity_bytes": bb, "bank_bytes_used": bank["replay_footprint"]["bytes"],
+                "bank_over_vae_bytes": bb / vb, "vae_mean_ge_bank_mean": vae["mean_accuracy"] >= bank["mean_accuracy"]}
+            if void:
+                bars[key].update(vae_mean_ge_bank_mean=None, void=VOID)
+        banks = {k: r for k, r in res.items() if kind(k) == "memory-bank" and suffix(k) == suffix(name)}
+        if len(banks) > 1 and not void:
+            bars["vae_matching_bank" + name[3:]] = matching_bank(vae, banks)
     return bars
 
 
