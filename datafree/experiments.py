@@ -310,14 +310,18 @@ def matching_bank(vae: dict, banks: dict[str, dict]) -> dict:
     banks (bytes held, mean): the largest bank below the VAE's mean and the smallest at or above it.  The bar
     (the VAE needs <= 1/10 of that bank's bytes) is met if a bank of >= 10x the VAE's bytes is still below its
     mean, not met if a bank of <= 10x (plus the ``10x`` bank's slack) reaches it, else open (None) - reading the
-    bank's mean as rising with its size."""
+    bank's mean as rising with its size.  ``means_rise_with_bytes`` says whether the measured banks bear that reading
+    out: False when a larger bank ran to a lower mean, i.e. the run-to-run spread of one seed exceeds the effect of
+    the size between them, and the bracket is as uncertain as that spread."""
     vb, m = vae["replay_footprint"]["bytes"], vae["mean_accuracy"]
     rows = sorted(({"variant": k, "bytes": r["replay_footprint"]["bytes"], "mean": r["mean_accuracy"]}
                    for k, r in banks.items()), key=lambda b: b["bytes"])
     below = [b for b in rows if b["mean"] < m]
     above = [b for b in rows if b["mean"] >= m]
     lo, hi = (below[-1] if below else None), (above[0] if above else None)
+    means = [b["mean"] for b in rows]
     met = True if lo and lo["bytes"] >= 10 * vb else False if hi and hi["bytes"] <= 10 * vb + BANK_SLACK else None
     return {"vae_bytes": vb, "vae_mean": m, "banks": rows, "largest_bank_below": lo and lo["variant"],
             "smallest_bank_at_or_above": hi and hi["variant"],
-            "matching_bank_over_vae_bytes": [lo and lo["bytes"] / vb, hi and hi["bytes"] / vb], "ten_x_met": met}
+            "matching_bank_over_vae_bytes": [lo and lo["bytes"] / vb, hi and hi["bytes"] / vb], "ten_x_met": met,
+            "means_rise_with_bytes": all(a <= b for a, b in zip(means, means[1:]))}

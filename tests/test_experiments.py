@@ -135,7 +135,9 @@ def test_replay_bars_bracket_the_bank_that_matches_the_vaes_mean():
     del two_sized["memory-bank"]  # banks given in bytes only: still bracketed, no 10x verdict of its own
     curve = replay_bars(two_sized)["vae_matching_bank"]
     assert "vae_vs_bank" not in replay_bars(two_sized) and curve["largest_bank_below"] == "memory-bank@900000B"
-    assert curve["ten_x_met"] is None
+    assert curve["ten_x_met"] is None and curve["means_rise_with_bytes"] is True
+    two_sized["memory-bank@900000B"]["mean_accuracy"] = 0.32  # the larger bank ran lower: one seed's spread shows
+    assert replay_bars(two_sized)["vae_matching_bank"]["means_rise_with_bytes"] is False
 
 
 def test_replay_bars_give_no_verdict_on_a_variant_that_replayed_nothing():
