@@ -1,4 +1,5 @@
-"""Whether bf16 autocast pays on this CPU, and the one switch every stage reads (``bf16="auto"``).
+"""Speed switches of every stage: whether bf16 autocast pays on this CPU (``bf16="auto"``), and the
+small hot functions fused by ``torch.compile`` (:func:`compile_or_none`).
 
 bf16 autocast is only fast where oneDNN has vector bf16 kernels: the native instructions (AVX512-BF16, AMX,
 Arm's BF16 extension) or at least AVX512 (bf16 converted in 512-bit registers).  On an AVX2-only CPU
@@ -6,16 +7,42 @@ the same work falls to slow paths: on a 2-core AMD EPYC with AVX2 alone, resnet2
 128 images ran at 25-39 images/s under bf16 autocast against 312-367 in float32 - ten times slower.  So
 ``auto`` (the default of ``distill``, ``condense``, the calibration inversion and the reference speed)
 turns bf16 on only where one of those instruction sets is present; ``True`` / ``False`` force it.
+
+``torch.compile`` is used for a few element-wise hot spots only (minifloat rounding, the BN-statistics
+loss of inversion), each compiled once with dynamic shapes and only for tensors of at least
+``COMPILE_MIN_NUMEL`` elements; where it is unavailable (no C++ toolchain) or off (``DATAFREE_COMPILE=0``)
+the same arithmetic runs eagerly.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import platform
+from collections.abc import Callable
 from pathlib import Path
+
+import torch
 
 BF16_FLAGS = {"avx512_bf16", "amx_bf16"}  # x86 flags of native bf16 arithmetic
 AVX512_FLAGS = {"avx512f", "avx512bw"}  # enough for oneDNN's vectorised bf16 conversion path
+
+
+COMPILE_MIN_NUMEL = 1 << 16  # smaller tensors (weights, tests) stay eager: compiling would cost more than it saves
+
+
+def compile_or_none(fn: Callable, warmup: Callable[[Callable], object]) -> Callable | None:
+    """``fn`` under ``torch.compile`` (dynamic shapes), compiled now by ``warmup(compiled_fn)`` so that a
+    missing toolchain fails here rather than mid-run; None where torch.compile is unavailable or disabled
+    (``DATAFREE_COMPILE=0``), and the caller stays eager."""
+    if os.environ.get("DATAFREE_COMPILE", "1") == "0":
+        return None
+    try:
+        compiled = torch.compile(fn, dynamic=True)
+        warmup(compiled)
+    except Exception:  # noqa: BLE001 - no C++ toolchain, unsupported platform: stay eager
+        return None
+    return compiled
 
 
 def cpu_info(cpuinfo: str = "/proc/cpuinfo") -> dict:

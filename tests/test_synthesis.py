@@ -49,6 +49,33 @@ def test_bn_hook_momentum_blends_previous_batch():
     assert torch.allclose(hook.last[0], mean, atol=1e-5)
 
 
+def test_fused_bn_term_matches_the_eager_one_with_its_gradient():
+    from datafree.precision import COMPILE_MIN_NUMEL
+    from datafree.synthesis.base import _fast_bn_term
+
+    if _fast_bn_term() is None:
+        pytest.skip("torch.compile is unavailable here: the eager BN term is used")
+    out = {}
+    for fused in (False, True):  # above the size where the hook takes the compiled term, channels_last
+        bn = torch.nn.BatchNorm2d(16).eval()
+        torch.manual_seed(0)
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        hook = BNStatsHook(bn, momentum=0.9, fused=fused)
+        hook.active = True
+        x = (torch.randn(32, 16, 16, 16) * 2 + 1).contiguous(memory_format=torch.channels_last)
+        assert x.numel() >= COMPILE_MIN_NUMEL
+        bn(x)
+        hook.commit()
+        x = x.detach().requires_grad_(True)
+        bn(x * 1.5)
+        (g,) = torch.autograd.grad(hook.loss, x)
+        out[fused] = hook.loss.detach(), hook.last, g
+    (l0, last0, g0), (l1, last1, g1) = out[False], out[True]
+    assert torch.allclose(l0, l1, rtol=1e-5) and torch.allclose(g0, g1, rtol=1e-4, atol=1e-9)
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(last0, last1))
+
+
 def test_adversarial_loss_masks_disagreement_and_caps():
     t = torch.tensor([[5.0, 0.0], [5.0, 0.0]])
     s_agree = torch.tensor([[1.0, 0.0], [1.0, 0.0]])

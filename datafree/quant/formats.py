@@ -20,14 +20,15 @@ float6_e3m2fn, float6_e2m3fn and float4_e2m1fn (tests check every code and every
 
 from __future__ import annotations
 
+import functools
 import math
-import os
 import re
 from dataclasses import dataclass
 
 import torch
 
 from datafree.errors import DatafreeError
+from datafree.precision import COMPILE_MIN_NUMEL, compile_or_none
 
 
 @dataclass(frozen=True)
@@ -189,8 +190,7 @@ class MinifloatFormat:
 
 Format = IntFormat | MinifloatFormat
 
-FAST_MIN_NUMEL = 1 << 16  # smaller tensors (weights, tests) stay eager: compiling would cost more than it saves
-_FAST: list = []
+FAST_MIN_NUMEL = COMPILE_MIN_NUMEL  # smaller tensors (weights, tests) stay eager
 
 
 def _consts(m: int, min_exp: int, big: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -206,20 +206,15 @@ def _round_core(x: torch.Tensor, m: torch.Tensor, min_exp: torch.Tensor, big: to
     return torch.copysign(torch.clamp(torch.round(a / step) * step, max=big), x)
 
 
+@functools.cache
 def _fast_round():
-    """``_round_core`` compiled once (dynamic shapes), or None where torch.compile is unavailable or
-    disabled (DATAFREE_COMPILE=0)."""
-    if not _FAST:
-        fn = None
-        if os.environ.get("DATAFREE_COMPILE", "1") != "0":
-            try:
-                fn = torch.compile(_round_core, dynamic=True)
-                with torch.no_grad():  # compile now: fail here, not mid-model
-                    fn(torch.linspace(-3, 3, 1 << 16), *_consts(3, -6, 448.0))
-            except Exception:  # noqa: BLE001 - no C++ toolchain, unsupported platform: stay eager
-                fn = None
-        _FAST.append(fn)
-    return _FAST[0]
+    """``_round_core`` compiled once (``datafree.precision.compile_or_none``), or None (eager)."""
+
+    def warmup(fn):
+        with torch.no_grad():
+            fn(torch.linspace(-3, 3, 1 << 16), *_consts(3, -6, 448.0))
+
+    return compile_or_none(_round_core, warmup)
 
 # OCP FP8, FNUZ variants and MX FP6/FP4 with the semantics of their ml_dtypes namesakes (non-saturating
 # casts, as ml_dtypes does); quantizers use saturating copies (``as_saturating``).
