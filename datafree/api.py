@@ -22,6 +22,7 @@ from datafree.models import ModelMeta, create_model, load_weights, model_meta
 from datafree.precision import BF16_FLAGS, bf16_fast, cpu_info
 from datafree.report import write_report
 from datafree.run import RunDir
+from datafree.synthesis.base import fused_bn_used
 
 
 def _params(m: nn.Module) -> int:
@@ -92,7 +93,7 @@ def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> dict:
 def machine_info() -> dict:
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             **cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__}
+            "torch": torch.__version__, "fused_bn_stats": fused_bn_used()}
 
 
 def distill(teacher: nn.Module | str, student: nn.Module | str, input_shape=None, num_classes: int | None = None,

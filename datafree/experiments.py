@@ -142,7 +142,10 @@ def comparable(rows: dict[str, dict], tolerance: float = 0.15) -> dict:
     kind must agree within ``tolerance``.  Rows with neither fall back to the reference speed measured just
     before the run (an 8-second spot check, noisy: it read 300 and 406 images/s before two runs whose
     student rates agreed within 0.4 %).  A row with no measure at all makes the answer unknown (None).
-    Rows of different kinds cannot be compared by rate; their spot speeds stay in the output to read."""
+    Rows of different kinds cannot be compared by rate; their spot speeds stay in the output to read.
+    Rows that synthesized must also have run the same inversion code path: the fused BN-statistics term
+    (``machine.fused_bn_stats``; rows from before it ran eager) makes synthesis 8-13 % faster on the same machine,
+    so a rate within tolerance does not make such rows comparable."""
     speeds = {k: r.get("machine_speed") for k, r in rows.items()}
     kinds: dict[str, dict[str, float | None]] = {}
     for k, r in rows.items():
@@ -153,6 +156,11 @@ def comparable(rows: dict[str, dict], tolerance: float = 0.15) -> dict:
         known = [v for v in rates.values() if v]
         groups[basis] = {"rates": rates, "met": None if len(known) < len(rates) else
                          max(known) <= (1 + tolerance) * min(known)}
+        if basis == "synthetic_images_per_s":
+            fused = {k: bool((rows[k].get("machine") or {}).get("fused_bn_stats", False)) for k in rates}
+            groups[basis]["fused_bn_stats"] = fused
+            if len(set(fused.values())) > 1:
+                groups[basis]["met"] = False
     met = [g["met"] for g in groups.values()]
     return {"machine_speed": speeds, "tolerance": tolerance, "groups": groups,
             "scope": "met: every group's rows agree in rate; rows of different groups are not compared by rate",

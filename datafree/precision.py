@@ -9,9 +9,9 @@ the same work falls to slow paths: on a 2-core AMD EPYC with AVX2 alone, resnet2
 turns bf16 on only where one of those instruction sets is present; ``True`` / ``False`` force it.
 
 ``torch.compile`` is used for a few element-wise hot spots only (minifloat rounding, the BN-statistics
-loss of inversion), each compiled once with dynamic shapes and only for tensors of at least
-``COMPILE_MIN_NUMEL`` elements; where it is unavailable (no C++ toolchain) or off (``DATAFREE_COMPILE=0``)
-the same arithmetic runs eagerly.
+loss of inversion), each compiled once with dynamic shapes and used only for tensors large enough to pay
+for the compilation (each caller's threshold); where it is unavailable (no C++ toolchain) or off
+(``DATAFREE_COMPILE=0``) the same arithmetic runs eagerly.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,9 +29,6 @@ BF16_FLAGS = {"avx512_bf16", "amx_bf16"}  # x86 flags of native bf16 arithmetic
 AVX512_FLAGS = {"avx512f", "avx512bw"}  # enough for oneDNN's vectorised bf16 conversion path
 
 
-COMPILE_MIN_NUMEL = 1 << 16  # smaller tensors (weights, tests) stay eager: compiling would cost more than it saves
-
-
 def compile_or_none(fn: Callable, warmup: Callable[[Callable], object]) -> Callable | None:
     """``fn`` under ``torch.compile`` (dynamic shapes), compiled now by ``warmup(compiled_fn)`` so that a
     missing toolchain fails here rather than mid-run; None where torch.compile is unavailable or disabled
@@ -38,8 +36,10 @@ def compile_or_none(fn: Callable, warmup: Callable[[Callable], object]) -> Calla
     if os.environ.get("DATAFREE_COMPILE", "1") == "0":
         return None
     try:
-        compiled = torch.compile(fn, dynamic=True)
-        warmup(compiled)
+        with warnings.catch_warnings():  # torch's own deprecation notices on importing inductor: not the user's
+            warnings.simplefilter("ignore", DeprecationWarning)
+            compiled = torch.compile(fn, dynamic=True)
+            warmup(compiled)
     except Exception:  # noqa: BLE001 - no C++ toolchain, unsupported platform: stay eager
         return None
     return compiled

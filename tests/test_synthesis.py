@@ -50,8 +50,7 @@ def test_bn_hook_momentum_blends_previous_batch():
 
 
 def test_fused_bn_term_matches_the_eager_one_with_its_gradient():
-    from datafree.precision import COMPILE_MIN_NUMEL
-    from datafree.synthesis.base import _fast_bn_term
+    from datafree.synthesis.base import FUSE_MIN_NUMEL, _fast_bn_term
 
     if _fast_bn_term() is None:
         pytest.skip("torch.compile is unavailable here: the eager BN term is used")
@@ -63,8 +62,8 @@ def test_fused_bn_term_matches_the_eager_one_with_its_gradient():
         bn.running_var.uniform_(0.5, 2)
         hook = BNStatsHook(bn, momentum=0.9, fused=fused)
         hook.active = True
-        x = (torch.randn(32, 16, 16, 16) * 2 + 1).contiguous(memory_format=torch.channels_last)
-        assert x.numel() >= COMPILE_MIN_NUMEL
+        x = (torch.randn(32, 16, 32, 32) * 2 + 1).contiguous(memory_format=torch.channels_last)
+        assert x.numel() >= FUSE_MIN_NUMEL
         bn(x)
         hook.commit()
         x = x.detach().requires_grad_(True)

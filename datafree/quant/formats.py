@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from datafree.errors import DatafreeError
-from datafree.precision import COMPILE_MIN_NUMEL, compile_or_none
+from datafree.precision import compile_or_none
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,7 @@ class MinifloatFormat:
 
 Format = IntFormat | MinifloatFormat
 
-FAST_MIN_NUMEL = COMPILE_MIN_NUMEL  # smaller tensors (weights, tests) stay eager
+FAST_MIN_NUMEL = 1 << 16  # smaller tensors (weights, tests) stay eager: compiling would cost more than it saves
 
 
 def _consts(m: int, min_exp: int, big: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

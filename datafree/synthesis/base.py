@@ -16,7 +16,7 @@ from torch import nn
 
 from datafree.data.augment import normalize
 from datafree.errors import DatafreeError
-from datafree.precision import COMPILE_MIN_NUMEL, compile_or_none, resolve_bf16
+from datafree.precision import compile_or_none, resolve_bf16
 
 
 @dataclass
@@ -97,12 +97,15 @@ def bn_term(x: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tens
     return loss, mean.detach(), var.detach()
 
 
+FUSE_MIN_NUMEL = 1 << 19  # compile on a CIFAR ResNet's first stage at batch 32; smaller nets (LeNet, tests) stay eager
+
+
 @functools.cache
 def _fast_bn_term():
     """``bn_term`` fused by torch.compile, forward and backward (``datafree.precision.compile_or_none``), or
     None.  The statistics' passes over every activation and their gradient are a fifth of a resnet56
-    inversion step in eager mode; fused, a generator synthesis call of 64 images took 8 % less time
-    (benchmarks/synthesis_speed.py)."""
+    inversion step in eager mode; fused, a generator synthesis call of 64 images (resnet56) took 8-13 % less
+    time and the VAE replay's nudging 16-22 % (benchmarks/synthesis_speed.py, two runs on 2 cores)."""
 
     def warmup(fn):
         x = torch.randn(4, 6, 10, 10).contiguous(memory_format=torch.channels_last).requires_grad_(True)
@@ -110,6 +113,12 @@ def _fast_bn_term():
         fn(x, c, c + 1, c, c, torch.tensor(0.5))[0].backward()
 
     return compile_or_none(bn_term, warmup)
+
+
+def fused_bn_used() -> bool:
+    """Whether this process has inverted with the fused BN term (it is built on the first large activation):
+    runs with and without it synthesize at different rates on the same machine."""
+    return _fast_bn_term.cache_info().currsize > 0 and _fast_bn_term() is not None
 
 
 class BNStatsHook:
@@ -136,7 +145,9 @@ class BNStatsHook:
         else:  # weight 0: exactly the batch statistics
             zero = torch.zeros_like(self.bn.running_mean)
             past, momentum = (zero, zero), torch.zeros(())
-        term = (_fast_bn_term() if self.fused and x.numel() >= COMPILE_MIN_NUMEL else None) or bn_term
+        # compiled once the first large activation comes (then for every layer: one dynamic-shape graph)
+        big = x.numel() >= FUSE_MIN_NUMEL or _fast_bn_term.cache_info().currsize > 0
+        term = (_fast_bn_term() if self.fused and big else None) or bn_term
         self.loss, *last = term(x, self.bn.running_mean, self.bn.running_var, *past, momentum)
         self.last = tuple(last)
 
