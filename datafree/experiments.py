@@ -144,7 +144,7 @@ def comparable(rows: dict[str, dict], tolerance: float = 0.15) -> dict:
     student rates agreed within 0.4 %).  A row with no measure at all makes the answer unknown (None).
     Rows of different kinds cannot be compared by rate; their spot speeds stay in the output to read.
     Rows that synthesized must also have run the same inversion code path: the fused BN-statistics term
-    (``machine.fused_bn_stats``; rows from before it ran eager) makes synthesis 8-13 % faster on the same machine,
+    (``machine.fused_bn_stats``; rows from before it ran eager) makes synthesis 8-14 % faster on the same machine,
     so a rate within tolerance does not make such rows comparable."""
     speeds = {k: r.get("machine_speed") for k, r in rows.items()}
     kinds: dict[str, dict[str, float | None]] = {}

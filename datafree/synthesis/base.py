@@ -104,8 +104,8 @@ FUSE_MIN_NUMEL = 1 << 19  # compile on a CIFAR ResNet's first stage at batch 32;
 def _fast_bn_term():
     """``bn_term`` fused by torch.compile, forward and backward (``datafree.precision.compile_or_none``), or
     None.  The statistics' passes over every activation and their gradient are a fifth of a resnet56
-    inversion step in eager mode; fused, a generator synthesis call of 64 images (resnet56) took 8-13 % less
-    time and the VAE replay's nudging 16-22 % (benchmarks/synthesis_speed.py, two runs on 2 cores)."""
+    inversion step in eager mode; fused, a generator synthesis call of 64 images (resnet56) took 8-14 % less
+    time and the VAE replay's nudging 16-22 % (benchmarks/synthesis_speed.py, four runs on 2 cores)."""
 
     def warmup(fn):
         x = torch.randn(4, 6, 10, 10).contiguous(memory_format=torch.channels_last).requires_grad_(True)
