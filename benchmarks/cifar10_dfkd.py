@@ -19,6 +19,7 @@ from pathlib import Path
 
 import datafree
 from datafree.api import machine_info
+from datafree.experiments import _git_commit
 from datafree.io.atomic import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +37,7 @@ def main() -> None:
         sys.exit(f"benchmark needs ../shared beside the repo (looked in {SHARED})")
     out = a.out or f"runs/bench_cifar10_{a.budget}"
     t0 = time.time()
+    commit = _git_commit()  # the code it runs at, read before a long run
     res = datafree.distill("resnet56", "resnet20", teacher_weights=str(SHARED / "models/cifar10/resnet56.pt"),
                            budget=a.budget, seed=a.seed, eval_data=str(SHARED / "data/cifar10/test.npz"), out=out)
     rep = json.loads((Path(out) / "report.json").read_text())
@@ -53,7 +55,7 @@ def main() -> None:
         "history": [{"round": h["round"], "elapsed_s": h["elapsed_s"], "accuracy": h.get("accuracy"),
                      "kd_loss": h["kd_loss"]} for h in res.history],
         "config": rep["config"], "machine": machine_info(),
-        "command": "python " + " ".join(shlex.quote(x) for x in sys.argv),
+        "command": "python " + " ".join(shlex.quote(x) for x in sys.argv), "commit": commit,
     }
     Path(a.results).mkdir(parents=True, exist_ok=True)
     path = Path(a.results) / f"cifar10_dfkd_{a.budget}.json"

@@ -6,7 +6,7 @@ Two identical set-ups (a copy of the verified CIFAR-10 resnet56 each, float32 or
 channels_last, the distiller's defaults) differ only in ``TeacherInverter(fused=...)``. Calls alternate between
 them, so a machine whose speed drifts slows both alike. Timed: a generator synthesis call (64 images, 5
 generator steps, the adversarial term against a fresh resnet20) and the VAE replay's nudging of 32 latents
-(5 steps). Both inverters score the same batch first; their BN losses must agree. Writes
+(5 steps). Both inverters score the same batch first; their BN losses must agree (relative 1e-5). Writes
 benchmarks/results/synthesis_speed.json. Run it with nothing else busy on the machine.
 """
 
@@ -91,6 +91,9 @@ def main() -> None:
               "command": "python " + " ".join(shlex.quote(a) for a in sys.argv)}
     print(f"BN loss on one batch: eager {losses['eager']:.6f}, fused {losses['fused']:.6f}")
     atomic_write_text(Path(args.out), json.dumps(result, indent=2) + "\n")
+    if result["bn_loss_rel_diff"] > 1e-5:
+        sys.exit(f"synthesis_speed: error: the fused BN loss differs from the eager one by a relative "
+                 f"{result['bn_loss_rel_diff']:.1e}; the fused term is wrong on this machine (DATAFREE_COMPILE=0)")
 
 
 if __name__ == "__main__":

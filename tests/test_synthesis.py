@@ -49,30 +49,40 @@ def test_bn_hook_momentum_blends_previous_batch():
     assert torch.allclose(hook.last[0], mean, atol=1e-5)
 
 
-def test_fused_bn_term_matches_the_eager_one_with_its_gradient():
-    from datafree.synthesis.base import FUSE_MIN_NUMEL, _fast_bn_term
+def test_fused_bn_term_matches_the_eager_one_with_its_gradient(monkeypatch):
+    from datafree.synthesis import base
 
-    if _fast_bn_term() is None:
+    compiled = base._fast_bn_term()
+    if compiled is None:
         pytest.skip("torch.compile is unavailable here: the eager BN term is used")
+    calls = []
+
+    def counted(*args):
+        calls.append(args[0].shape)
+        return compiled(*args)
+
+    monkeypatch.setattr(base, "_fast_bn_term", lambda: counted)
+    monkeypatch.setattr(base, "_FUSED", {"used": False, "broken": False})
     out = {}
-    for fused in (False, True):  # above the size where the hook takes the compiled term, channels_last
+    for fused in (False, True):  # an activation large enough to engage the compiled term, channels_last
         bn = torch.nn.BatchNorm2d(16).eval()
         torch.manual_seed(0)
         bn.running_mean.uniform_(-1, 1)
         bn.running_var.uniform_(0.5, 2)
         hook = BNStatsHook(bn, momentum=0.9, fused=fused)
         hook.active = True
-        x = (torch.randn(32, 16, 32, 32) * 2 + 1).contiguous(memory_format=torch.channels_last)
-        assert x.numel() >= FUSE_MIN_NUMEL
-        bn(x)
+        x = (torch.randn(64, 16, 32, 32) * 2 + 1).contiguous(memory_format=torch.channels_last)
+        assert x.numel() >= base.FUSE_MIN_NUMEL
+        x = x.requires_grad_(True)
+        bn(x)  # the first batch, unblended
         hook.commit()
-        x = x.detach().requires_grad_(True)
-        bn(x * 1.5)
+        bn(x * 1.5)  # blended with the first
         (g,) = torch.autograd.grad(hook.loss, x)
         out[fused] = hook.loss.detach(), hook.last, g
+        assert len(calls) == (2 if fused else 0) and base.fused_bn_used() == fused
     (l0, last0, g0), (l1, last1, g1) = out[False], out[True]
     assert torch.allclose(l0, l1, rtol=1e-5) and torch.allclose(g0, g1, rtol=1e-4, atol=1e-9)
-    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(last0, last1))
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) and not b.requires_grad for a, b in zip(last0, last1))
 
 
 def test_adversarial_loss_masks_disagreement_and_caps():

@@ -97,28 +97,52 @@ def bn_term(x: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tens
     return loss, mean.detach(), var.detach()
 
 
-FUSE_MIN_NUMEL = 1 << 19  # compile on a CIFAR ResNet's first stage at batch 32; smaller nets (LeNet, tests) stay eager
+FUSE_MIN_NUMEL = 1 << 20  # a CIFAR ResNet's first stage at batch 64 engages it; LeNet (batch <= 128), tests stay eager
+_FUSED = {"used": False, "broken": False}
 
 
 @functools.cache
 def _fast_bn_term():
     """``bn_term`` fused by torch.compile, forward and backward (``datafree.precision.compile_or_none``), or
-    None.  The statistics' passes over every activation and their gradient are a fifth of a resnet56
-    inversion step in eager mode; fused, a generator synthesis call of 64 images (resnet56) took 8-14 % less
-    time and the VAE replay's nudging 16-22 % (benchmarks/synthesis_speed.py, four runs on 2 cores)."""
+    None.  Eager, the hooks' passes over every activation and their gradient took 0.32 s of a 0.73 s resnet56
+    forward + backward on 64 images, about a fifth of a generator step; fused, a generator synthesis call of 64
+    images took 13.5 % less time and the VAE replay's nudging 19.0 % (benchmarks/synthesis_speed.py; 8-13 % and
+    16-22 % in three earlier runs while developing it)."""
 
-    def warmup(fn):
-        x = torch.randn(4, 6, 10, 10).contiguous(memory_format=torch.channels_last).requires_grad_(True)
-        c = torch.zeros(6)
-        fn(x, c, c + 1, c, c, torch.tensor(0.5))[0].backward()
+    def warmup(fn):  # distinct tensors and a size past inductor's small-size guards: the graph runs reuse
+        x = torch.randn(8, 6, 24, 20).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+        fn(x, torch.zeros(6), torch.ones(6), torch.zeros(6), torch.zeros(6), torch.tensor(0.5))[0].backward()
 
     return compile_or_none(bn_term, warmup)
 
 
+def _fused_bn_term(*args: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The compiled term; should a later graph variant fail to compile mid-run, eager from then on."""
+    if not _FUSED["broken"]:
+        try:
+            out = _fast_bn_term()(*args)
+            _FUSED["used"] = True
+            return out
+        except Exception:  # noqa: BLE001 - a compiler failure must not end the run
+            _FUSED["broken"] = True
+            warnings.warn("the fused BN-statistics term failed to compile; inverting eagerly from here",
+                          stacklevel=2)
+    return bn_term(*args)
+
+
 def fused_bn_used() -> bool:
-    """Whether this process has inverted with the fused BN term (it is built on the first large activation):
-    runs with and without it synthesize at different rates on the same machine."""
-    return _fast_bn_term.cache_info().currsize > 0 and _fast_bn_term() is not None
+    """Whether this process has inverted with the fused BN term (and it never fell back): runs with and
+    without it synthesize at different rates on the same machine."""
+    return _FUSED["used"] and not _FUSED["broken"]
+
+
+@dataclass
+class Fusing:
+    """Shared by one inverter's hooks: whether the fused term may be used, and whether it is (engaged at the
+    first activation of FUSE_MIN_NUMEL elements; from then on every layer of that model uses it)."""
+
+    allowed: bool = True
+    engaged: bool = False
 
 
 class BNStatsHook:
@@ -128,8 +152,10 @@ class BNStatsHook:
     comparison (Fast-DFKD, Fang et al. AAAI 2022, Sec. 3.3), so that a few-step synthesis need not
     match the statistics with one batch alone."""
 
-    def __init__(self, bn: nn.BatchNorm2d, momentum: float = 0.0, fused: bool = True) -> None:
-        self.bn, self.momentum, self.fused = bn, momentum, fused  # fused: torch.compile'd where it pays
+    def __init__(self, bn: nn.BatchNorm2d, momentum: float = 0.0, fused: bool = True,
+                 fusing: Fusing | None = None) -> None:
+        self.bn, self.momentum = bn, momentum
+        self.fusing = fusing or Fusing(fused)  # torch.compile'd where it pays (``_fast_bn_term``)
         self.active = False  # only synthesis pays for the statistics, not the KD forward passes
         self.loss: torch.Tensor | None = None
         self.last: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -142,12 +168,13 @@ class BNStatsHook:
         x = inputs[0]
         if self.mmt is not None and self.momentum > 0:
             past, momentum = self.mmt, torch.tensor(float(self.momentum))
-        else:  # weight 0: exactly the batch statistics
-            zero = torch.zeros_like(self.bn.running_mean)
-            past, momentum = (zero, zero), torch.zeros(())
-        # compiled once the first large activation comes (then for every layer: one dynamic-shape graph)
-        big = x.numel() >= FUSE_MIN_NUMEL or _fast_bn_term.cache_info().currsize > 0
-        term = (_fast_bn_term() if self.fused and big else None) or bn_term
+        else:  # weight 0: exactly the batch statistics (two tensors: an alias would be one more graph)
+            past, momentum = (torch.zeros_like(self.bn.running_mean), torch.zeros_like(self.bn.running_mean)), \
+                torch.zeros(())
+        f, grad = self.fusing, x.requires_grad and torch.is_grad_enabled()  # no backward: nothing to gain
+        if f.allowed and not f.engaged and grad and x.numel() >= FUSE_MIN_NUMEL:
+            f.engaged = _fast_bn_term() is not None
+        term = _fused_bn_term if f.engaged and grad else bn_term
         self.loss, *last = term(x, self.bn.running_mean, self.bn.running_var, *past, momentum)
         self.last = tuple(last)
 
@@ -175,7 +202,8 @@ class TeacherInverter:
         if not bns:
             warnings.warn("the teacher has no BatchNorm2d layers: the BN-statistics loss is dropped, "
                           "the other inversion losses stay", stacklevel=2)
-        self.hooks = [BNStatsHook(bn, bn_momentum, fused) for bn in bns]
+        fusing = Fusing(fused)
+        self.hooks = [BNStatsHook(bn, bn_momentum, fusing=fusing) for bn in bns]
         # penultimate features = the input of the last Linear layer (the classifier head), when there is one
         heads = [m for m in teacher.modules() if isinstance(m, nn.Linear)]
         self.features: torch.Tensor | None = None
