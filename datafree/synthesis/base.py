@@ -106,8 +106,8 @@ def _fast_bn_term():
     """``bn_term`` fused by torch.compile, forward and backward (``datafree.precision.compile_or_none``), or
     None.  Eager, the hooks' passes over every activation and their gradient took 0.32 s of a 0.73 s resnet56
     forward + backward on 64 images, about a fifth of a generator step; fused, a generator synthesis call of 64
-    images took 13.5 % less time and the VAE replay's nudging 19.0 % (benchmarks/synthesis_speed.py; 8-13 % and
-    16-22 % in three earlier runs while developing it)."""
+    images took 12.7 % less time and the VAE replay's nudging 20.0 % (benchmarks/synthesis_speed.py; 8-14 % and
+    15-22 % over six runs while developing it).  Two graphs: inductor splits reductions at 4,096 elements."""
 
     def warmup(fn):  # distinct tensors and a size past inductor's small-size guards: the graph runs reuse
         x = torch.randn(8, 6, 24, 24).contiguous(memory_format=torch.channels_last).requires_grad_(True)
