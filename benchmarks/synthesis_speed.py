@@ -39,10 +39,10 @@ SHARED = ROOT.parent / "shared"
 def setup(teacher: torch.nn.Module, fused: bool) -> dict:
     torch.manual_seed(0)
     meta = model_meta(teacher)
-    inv = TeacherInverter(copy.deepcopy(teacher), 10, meta.mean, meta.std, bn_momentum=0.9, channels_last=True,
-                          fused=fused)
-    syn = build_synthesizer("generator", make_config("generator"), inv, (3, 32, 32))
-    vae = VAEReplay(VAEReplayConfig(), ReplayContext(inv, (3, 32, 32), 10, True))
+    inv = TeacherInverter(copy.deepcopy(teacher), meta.num_classes, meta.mean, meta.std, bn_momentum=0.9,
+                          channels_last=True, fused=fused)
+    syn = build_synthesizer("generator", make_config("generator"), inv, meta.input_shape)
+    vae = VAEReplay(VAEReplayConfig(), ReplayContext(inv, meta.input_shape, meta.num_classes, True))
     return {"inv": inv, "synth": syn, "vae": vae}
 
 

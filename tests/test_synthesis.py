@@ -69,7 +69,7 @@ def test_fused_bn_term_matches_the_eager_one_with_its_gradient(monkeypatch):
         torch.manual_seed(0)
         bn.running_mean.uniform_(-1, 1)
         bn.running_var.uniform_(0.5, 2)
-        hook = BNStatsHook(bn, momentum=0.9, fused=fused)
+        hook = BNStatsHook(bn, momentum=0.9, fusing=base.Fusing(allowed=fused))
         hook.active = True
         x = (torch.randn(64, 16, 32, 32) * 2 + 1).contiguous(memory_format=torch.channels_last)
         assert x.numel() >= base.FUSE_MIN_NUMEL

@@ -152,10 +152,11 @@ class BNStatsHook:
     comparison (Fast-DFKD, Fang et al. AAAI 2022, Sec. 3.3), so that a few-step synthesis need not
     match the statistics with one batch alone."""
 
-    def __init__(self, bn: nn.BatchNorm2d, momentum: float = 0.0, fused: bool = True,
-                 fusing: Fusing | None = None) -> None:
+    def __init__(self, bn: nn.BatchNorm2d, momentum: float = 0.0, fusing: Fusing | None = None) -> None:
         self.bn, self.momentum = bn, momentum
-        self.fusing = fusing or Fusing(fused)  # torch.compile'd where it pays (``_fast_bn_term``)
+        self.fusing = fusing or Fusing()  # torch.compile'd where it pays (``_fast_bn_term``)
+        # the unblended case's "past": two tensors (an alias would be one more compiled graph), made once
+        self.no_past = (torch.zeros_like(bn.running_mean), torch.zeros_like(bn.running_mean))
         self.active = False  # only synthesis pays for the statistics, not the KD forward passes
         self.loss: torch.Tensor | None = None
         self.last: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -168,9 +169,8 @@ class BNStatsHook:
         x = inputs[0]
         if self.mmt is not None and self.momentum > 0:
             past, momentum = self.mmt, torch.tensor(float(self.momentum))
-        else:  # weight 0: exactly the batch statistics (two tensors: an alias would be one more graph)
-            past, momentum = (torch.zeros_like(self.bn.running_mean), torch.zeros_like(self.bn.running_mean)), \
-                torch.zeros(())
+        else:  # weight 0: exactly the batch statistics
+            past, momentum = self.no_past, torch.zeros(())
         f, grad = self.fusing, x.requires_grad and torch.is_grad_enabled()  # no backward: nothing to gain
         if f.allowed and not f.engaged and grad and x.numel() >= FUSE_MIN_NUMEL:
             f.engaged = _fast_bn_term() is not None
@@ -202,8 +202,8 @@ class TeacherInverter:
         if not bns:
             warnings.warn("the teacher has no BatchNorm2d layers: the BN-statistics loss is dropped, "
                           "the other inversion losses stay", stacklevel=2)
-        fusing = Fusing(fused)
-        self.hooks = [BNStatsHook(bn, bn_momentum, fusing=fusing) for bn in bns]
+        fusing = Fusing(allowed=fused)
+        self.hooks = [BNStatsHook(bn, bn_momentum, fusing) for bn in bns]
         # penultimate features = the input of the last Linear layer (the classifier head), when there is one
         heads = [m for m in teacher.modules() if isinstance(m, nn.Linear)]
         self.features: torch.Tensor | None = None
