@@ -94,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--guide-opt", type=_kv, action="append", default=[], metavar="KEY=VALUE",
                    help="guide option, repeatable: align=adversarial|feature_matching (the generator's alignment loss: "
                    "BCE on the discriminator, or matching each class's mean of its hidden features), "
-                   "adv=1 (alignment weight), ratio=0.1 (share of student batch), "
+                   "adv=1 (alignment weight), weighting=fixed|adaptive (adaptive: adv is L_FA's gradient on the images "
+                   "relative to the inversion losses', re-measured every adapt_every=5 calls), "
+                   "ratio=0.1 (share of student batch), "
                    "kd_weight=0 (> 0: a separate KD term of that weight on the guide samples), lr_d=2e-4, "
                    "d_steps=1, hidden=256, strategy=color_crop_cutout_flip_scale_rotate, noise_target=0.6 (ADA's "
                    "overfitting target for D's adaptive feature noise; none: off), noise_step=0.02, noise_max=4")

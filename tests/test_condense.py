@@ -249,3 +249,44 @@ def test_feature_matching_pulls_each_class_mean_towards_the_guide_and_keeps_the_
     assert torch.equal(restored.real_phi, guide.real_phi)
     with pytest.raises(DatafreeError, match="align"):
         Guide(GuideConfig(align="mmd"), _real(1), inv)
+
+
+@pytest.mark.parametrize("synth", ["generator", "pixel"])
+def test_adaptive_weighting_gives_the_alignment_term_its_share_of_the_image_gradient(synth):
+    """weighting=adaptive: the first step of every ``adapt_every``-th call sets L_FA's weight so that its
+    gradient on the images is ``adv`` times the inversion losses'; fixed weighting keeps ``adv``; the weight
+    survives a checkpoint."""
+    torch.manual_seed(0)
+    inv = TeacherInverter(trained_tiny_teacher(), 4, bf16=False)
+    x = torch.rand(8, *SHAPE, requires_grad=True)
+    xa = x * 1.0  # a non-leaf, as the synthesizers' augmented views are
+    y = torch.arange(4).repeat(2)
+    fixed = Guide(GuideConfig(strategy="flip", adv=0.7), _real(2), inv)
+    adaptive = Guide(GuideConfig(strategy="flip", weighting="adaptive", adv=0.5, adapt_every=3), _real(2), inv)
+    with inv.inverting(momentum=0.0):
+        t, f = inv.logits_and_features(xa)
+        l_inv = inv.bn_loss() + torch.nn.functional.cross_entropy(t, y)
+        l_fa = adaptive.align_loss(f, y)
+        g_inv, g_fa = (torch.autograd.grad(v, [xa], retain_graph=True)[0].norm() for v in (l_inv, l_fa))
+        assert fixed.align_weight(l_inv, l_fa, xa) == 0.7
+        w = adaptive.align_weight(l_inv, l_fa, xa)
+        assert w == pytest.approx(0.5 * float(g_inv) / (float(g_fa) + 1e-4), rel=1e-5)
+        assert w != 0.5
+        # within adapt_every calls the weight is kept, whatever the losses
+        assert adaptive.align_weight(10 * l_inv, l_fa, xa) == w
+        assert adaptive.align_weight(10 * l_inv, l_fa, xa) == w
+        assert adaptive.align_weight(10 * l_inv, l_fa, xa) == pytest.approx(10 * w, rel=1e-4)  # measured anew
+    restored = Guide(GuideConfig(strategy="flip", weighting="adaptive", adv=0.5, adapt_every=3), _real(2), inv)
+    restored.load_state_dict(adaptive.state_dict())
+    assert (restored.weight, restored.measured) == (adaptive.weight, adaptive.measured)
+    with pytest.raises(DatafreeError, match="weighting"):
+        Guide(GuideConfig(weighting="auto"), _real(2), inv)
+    # a synthesizer reports the weight it used
+    from datafree.synthesis import build_synthesizer, make_config
+
+    torch.manual_seed(0)
+    inv = TeacherInverter(trained_tiny_teacher(), 4, bf16=False)
+    s = build_synthesizer(synth, make_config(synth, **(TINY_PIXEL if synth == "pixel" else TINY_SYNTH)), inv, SHAPE)
+    s.guide = Guide(GuideConfig(strategy="flip", weighting="adaptive", adv=0.5), _real(2), inv)
+    out = s.synthesize(tiny_cnn())
+    assert out.metrics["align_weight"] == s.guide.weight != 0.5

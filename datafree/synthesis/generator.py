@@ -90,10 +90,10 @@ class GeneratorSynthesizer(InversionSynthesizer):
         y = inv.balanced_targets(cfg.batch_size)
         params = list(self.fast.parameters())
         opt = torch.optim.Adam([{"params": params}, {"params": [z], "lr": cfg.lr_z}], cfg.lr_g, betas=(0.5, 0.999))
-        best, best_loss, parts = None, float("inf"), {}
+        best, best_loss, parts, w = None, float("inf"), {}, None
         meta_params = list(self.generator.parameters())
         self.meta_opt.zero_grad(set_to_none=False)
-        for _ in range(cfg.g_steps):
+        for step in range(cfg.g_steps):
             with inv.autocast():
                 x = self.fast(z, y).float()
             xa = random_crop_flip(x) if cfg.augment else x
@@ -104,7 +104,9 @@ class GeneratorSynthesizer(InversionSynthesizer):
             l_adv = adversarial_loss(inv.logits(xa, student), t) if cfg.adv and adversarial else torch.zeros(())
             loss = cfg.bn * l_bn + cfg.oh * l_oh + cfg.balance * l_bal + cfg.adv * l_adv
             if l_align is not None:
-                loss = loss + self.guide.cfg.adv * l_align
+                if w is None:  # the call's first step sets it
+                    w = self.guide.align_weight(loss, l_align, xa)
+                loss = loss + w * l_align
             value = finite(loss)
             grads = torch.autograd.grad(loss, params + [z])  # no grads into teacher/student weights
             for p, g in zip(params + [z], grads):
@@ -118,7 +120,7 @@ class GeneratorSynthesizer(InversionSynthesizer):
                 parts = {"loss_bn": l_bn.item(), "loss_oh": l_oh.item(), "loss_adv": l_adv.item(),
                          **class_stats(t.detach(), inv.num_classes)}
                 if l_align is not None:
-                    parts["loss_align"] = l_align.item()
+                    parts.update(loss_align=l_align.item(), align_weight=w)
         inv.commit_bn()
         if cfg.meta == "reptile":
             for p, fp in zip(meta_params, self.fast.parameters()):

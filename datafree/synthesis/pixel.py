@@ -56,6 +56,7 @@ class PixelSynthesizer(InversionSynthesizer):
         v = torch.randn(cfg.batch_size, *self.shape).mul_(0.5).requires_grad_(True)
         y = inv.balanced_targets(cfg.batch_size)
         opt = torch.optim.Adam([v], cfg.lr, betas=(0.5, 0.9))
+        w = None  # L_FA's weight, set at the first iteration
         for it in range(cfg.iterations):
             for g in opt.param_groups:  # cosine decay, as in the reference implementation
                 g["lr"] = 0.5 * cfg.lr * (1 + math.cos(math.pi * it / cfg.iterations))
@@ -63,12 +64,14 @@ class PixelSynthesizer(InversionSynthesizer):
             xa = random_crop_flip(x, padding=2)
             t, l_align = self._teacher_pass(xa, y)
             loss = cfg.oh * F.cross_entropy(t, y) + cfg.bn * inv.bn_loss() + cfg.tv * total_variation(x)
-            if l_align is not None:
-                loss = loss + self.guide.cfg.adv * l_align
             if cfg.l2:
                 loss = loss + cfg.l2 * x.pow(2).mean()
             if cfg.adv and adversarial:
                 loss = loss + cfg.adv * adversarial_loss(inv.logits(xa, student), t)
+            if l_align is not None:
+                if w is None:  # the call's first step sets it
+                    w = self.guide.align_weight(loss, l_align, xa)
+                loss = loss + w * l_align
             finite(loss)
             (g,) = torch.autograd.grad(loss, [v])
             v.grad = g
@@ -77,7 +80,7 @@ class PixelSynthesizer(InversionSynthesizer):
             x = torch.sigmoid(v)
             stats = class_stats(inv.logits(x), inv.num_classes)
         if l_align is not None:  # of the last iteration, like loss_synth
-            stats["loss_align"] = l_align.item()
+            stats.update(loss_align=l_align.item(), align_weight=w)
         return SynthBatch(x, y, {"loss_synth": finite(loss), **stats})
 
     def state_dict(self) -> dict:
