@@ -93,7 +93,7 @@ class GeneratorSynthesizer(InversionSynthesizer):
         best, best_loss, parts, w = None, float("inf"), {}, None
         meta_params = list(self.generator.parameters())
         self.meta_opt.zero_grad(set_to_none=False)
-        for step in range(cfg.g_steps):
+        for _ in range(cfg.g_steps):
             with inv.autocast():
                 x = self.fast(z, y).float()
             xa = random_crop_flip(x) if cfg.augment else x
