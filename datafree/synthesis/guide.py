@@ -151,7 +151,7 @@ class Guide:
         self.disc: FeatureDiscriminator | None = None
         self.opt: torch.optim.Optimizer | None = None
         self.sigma = 0.0  # the adaptive feature noise, in units of ``scale``
-        self.weight = cfg.adv  # L_FA's weight: ``adv``, or with adaptive weighting the last measured one
+        self.weight = cfg.adv  # adaptive weighting: L_FA's last measured weight (``adv`` before the first)
         self.measured = 0  # adaptive weighting: synthesis calls since the last measurement (0: measure now)
         # feature matching: D's phi of the guide features, averaged per class at the last D update
         self.real_phi: torch.Tensor | None = None
@@ -202,7 +202,9 @@ class Guide:
         so that L_FA pulls the images with ``adv`` times the gradient of the inversion losses; two extra
         backward passes (retaining the graph) on that step only."""
         cfg = self.cfg
-        if cfg.weighting == "fixed" or not l_align.requires_grad:
+        if cfg.weighting == "fixed":
+            return cfg.adv
+        if not l_align.requires_grad:  # no class of the batch has guide images: nothing to measure
             return self.weight
         if self.measured == 0:
             (g_inv,) = torch.autograd.grad(loss_inv, [x], retain_graph=True)
