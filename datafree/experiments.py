@@ -167,6 +167,18 @@ def comparable(rows: dict[str, dict], tolerance: float = 0.15) -> dict:
             "met": None if None in met else all(met)}
 
 
+def rate_window(rates: list[float | None], tolerance: float = 0.15) -> tuple[float, float]:
+    """The rates a new row may run at and leave ``comparable`` met beside rows of ``rates``: all must keep
+    max <= (1 + tolerance) * min, so [max / (1 + tolerance), (1 + tolerance) * min]; any rate with no rows, and
+    none (an empty window, lo > hi) when the rows already disagree."""
+    known = [float(r) for r in rates if r]
+    if not known:
+        return 0.0, math.inf
+    if max(known) > (1 + tolerance) * min(known):
+        return math.inf, 0.0
+    return max(known) / (1 + tolerance), (1 + tolerance) * min(known)
+
+
 _ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -5,7 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from datafree.experiments import bank_options, comparable, portable_config, replay_bars, run_variants, same_config
+from datafree.experiments import (
+    bank_options,
+    comparable,
+    portable_config,
+    rate_window,
+    replay_bars,
+    run_variants,
+    same_config,
+)
 
 
 def _fake_run(calls: list):
@@ -252,3 +260,38 @@ def test_distill_config_resolves_the_defaults_a_run_writes():
     gone = changed_defaults({"replay": {**cfg["replay"], "block": 64}}, cfg)  # a design replaced since
     assert gone == ["replay.block: 64 -> no such setting now"]
     assert changed_defaults({"replay": {k: v for k, v in cfg["replay"].items() if k != "prior"}}, cfg) == []
+
+
+def test_rate_window_admits_exactly_the_rates_that_keep_a_group_comparable():
+    rows = {"a": 10.0, "b": 11.0}
+    lo, hi = rate_window(list(rows.values()) + [None])
+    assert lo == pytest.approx(11.0 / 1.15) and hi == pytest.approx(11.5)
+    for rate in (lo * 0.999, lo * 1.001, 10.5, hi * 0.999, hi * 1.001):
+        new = {k: {"synthetic_images_per_s": v} for k, v in {**rows, "new": rate}.items()}
+        assert comparable(new)["met"] is (lo <= rate <= hi)
+    assert rate_window([]) == (0.0, float("inf"))
+    lo, hi = rate_window([10.0, 12.0])  # 12 > 1.15 x 10: the rows already disagree, nothing can join them
+    assert lo > hi and comparable({"a": {"synthetic_images_per_s": 10.0}, "b": {"synthetic_images_per_s": 12.0}})[
+        "met"] is False
+
+
+def test_which_group_reads_the_committed_groups(tmp_path):
+    import subprocess
+    import sys
+    res = tmp_path / "results"
+    for name, rates in (("main/bench.json", {"plain": 10.4, "mix": 11.0}), ("fast/bench.json", {"plain": 24.0})):
+        (res / name).parent.mkdir(parents=True)
+        (res / name).write_text(json.dumps({"teacher": "resnet56", "command": f"python run {name}", "bars": {
+            "same_machine_speed": {
+                "groups": {"synthetic_images_per_s": {"rates": rates}}}}}))
+    (res / "other.json").write_text(json.dumps({"bars": {}}))  # no rate group: not listed
+    (res / "mnist.json").write_text(json.dumps({"teacher": "lenet5", "bars": {"same_machine_speed": {"groups": {
+        "synthetic_images_per_s": {"rates": {"none": 10.3}}}}}}))  # another benchmark's work: not listed
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "which_group.py"
+    out = subprocess.run([sys.executable, str(script), "--rate", "10.2", "--results", str(res)],
+                         capture_output=True, text=True, check=True).stdout
+    assert "fast/bench.json: rows plain 24.00; a new row needs 20.87-27.60: too slow" in out
+    assert "main/bench.json: rows plain 10.40, mix 11.00; a new row needs 9.57-11.96: fits" in out
+    assert "continue main/bench.json (add the variants it lacks to --variants): DATAFREE_COMPILE=0 python run " \
+        "main/bench.json" in out
+    assert "other.json" not in out and "mnist.json" not in out
