@@ -80,6 +80,10 @@ def main() -> None:
     for g in fits:
         print(f"  continue {g['file']} (add the variants it lacks to --variants): DATAFREE_COMPILE={int(fused)} "
               f"{g['command']}")
+        kept = (Path(a.results) / g["file"]).parent / "cifar10_condensed"
+        if g["file"].endswith("cifar10_condensed.json") and not list(kept.glob("condensed_ipc*.npz")):
+            print(f"  first copy benchmarks/results/cifar10_condensed/condensed_ipc{{1,10}}.{{npz,json}} to {kept}: "
+                  "the groups read the same condensed sets (without them the benchmark condenses anew, 25 min each)")
     if not fits:
         print("no committed group takes rows from this machine: its rows would start a group of their own")
 
