@@ -46,7 +46,7 @@ Training on the condensed samples alone is weak and simply mixing them with inve
   39.7 / 0.763, adaptive 0.1 0.621 / 39.2 / 0.789, 0.2 0.641 / 43.9 / 0.766, 0.3 0.656 / 51.3 / 0.751, 1.0
   0.813 / 88.0 / 0.421.  0.1 is the largest share that keeps the BN loss and the agreement at the unguided
   level.  Its one 60-minute run so far (``guided_adaptive_ipc1``, benchmarks/results/cpu5/, a 4.3 img/s machine
-  with no plain or mix row yet) kept the weight at 2.0-4.2 and D's accuracy at 0.84-0.94, with no collapse.
+  with no plain or mix row yet) kept the weight at 2.0-4.2 and D's accuracy at 0.81-0.94, with no collapse.
 ``mode="mix"`` (the naive baseline) keeps only the last point, the way a user would simply add the
 condensed samples to the synthetic pool: the student's data are the same, the generator is not guided,
 so the two modes differ in the guidance alone.  ``kd_weight`` > 0 gives the condensed samples a KD
