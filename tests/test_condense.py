@@ -145,6 +145,27 @@ def test_guided_and_mix_give_the_student_the_same_union_and_a_separate_term_is_o
         Guide(GuideConfig(kd_weight=-1), _real(1), inv)
 
 
+def test_teacher_labels_pair_each_guide_image_with_the_teachers_class():
+    inv = TeacherInverter(trained_tiny_teacher(), 4, bf16=False)
+    data = _real(2)
+    wrong = ImageSet(data.x, (data.y + 1) % 4, data.class_names)  # every label off by one class
+    with torch.no_grad():
+        seen = inv.logits(data.float()).argmax(1)
+    given = Guide(GuideConfig(strategy="flip"), wrong, inv, "shifted")
+    assert torch.equal(given.y, wrong.y) and given.agree == int((seen == wrong.y).sum())
+    assert f"agrees with {given.agree} of the 8 labels" in given.describe()
+    ours = Guide(GuideConfig(strategy="flip", labels="teacher"), wrong, inv, "shifted")
+    assert torch.equal(ours.y, seen) and ours.agree == given.agree
+    assert ours.has_class.tolist() == [bool((seen == c).any()) for c in range(4)]
+    y = torch.arange(4).repeat(4)
+    y = y[ours.has_class[y]]
+    assert torch.equal(ours.y[ours._sample_like(y)], y)  # D's real side: images the teacher puts in the class
+    assert "the teacher's class" in ours.describe()
+    assert Guide(GuideConfig(mode="mix", labels="teacher"), wrong, inv).counts == wrong.counts()  # report: given
+    with pytest.raises(DatafreeError, match="labels"):
+        Guide(GuideConfig(labels="oracle"), wrong, inv)
+
+
 TINY = dict(batch_size=16, kd_steps=4, synth_every=2, channels_last=False, bf16=False)
 TINY_SYNTH = dict(batch_size=16, nz=8, ngf=8, g_steps=1)
 TINY_PIXEL = dict(batch_size=16, iterations=2)

@@ -47,6 +47,16 @@ Training on the condensed samples alone is weak and simply mixing them with inve
   0.813 / 88.0 / 0.421.  0.1 is the largest share that keeps the BN loss and the agreement at the unguided
   level.  Its one 60-minute run so far (``guided_adaptive_ipc1``, benchmarks/results/cpu5/, a 4.3 img/s machine
   with no plain or mix row yet) kept the weight at 2.0-4.2 and D's accuracy at 0.81-0.94, with no collapse.
+- ``labels="teacher"``: D and L_FA pair each guide image with the teacher's class for it instead of its label.
+  The teacher reads our ipc-1 DM set (benchmarks/results/*/cifar10_condensed/condensed_ipc1.npz: periodic
+  textures, one 8-pixel cell tiled, since one image matches the class-mean embedding at every cell of the
+  embedding's 4x4 map) as other classes, 0 of 10 labels right at a mean confidence of 0.84 (ipc 10: 70 of 100;
+  the published DM ipc-10 set 31 of 100).  With the given labels, L_FA pulls the samples the one-hot loss aims
+  at class y towards features the teacher puts in another class: the two losses disagree (in the adaptive
+  probe above, the teacher's agreement with the target fell from 0.77 to 0.42 at weight 1.0).  Paired with the
+  teacher's class, the guidance agrees with the inversion losses; classes the teacher gives no guide image get
+  no L_FA.  The student side is unchanged (its KD targets are the teacher's logits either way), and
+  ``describe()`` reports the teacher's agreement with the labels in both modes.
 ``mode="mix"`` (the naive baseline) keeps only the last point, the way a user would simply add the
 condensed samples to the synthetic pool: the student's data are the same, the generator is not guided,
 so the two modes differ in the guidance alone.  ``kd_weight`` > 0 gives the condensed samples a KD
@@ -81,6 +91,7 @@ from datafree.errors import DatafreeError
 class GuideConfig:
     mode: str = "guided"  # guided | mix (naive: the samples only join the student's data)
     align: str = "adversarial"  # generator L_FA: adversarial (BCE on D) | feature_matching (class means of phi)
+    labels: str = "given"  # the class D and L_FA pair a guide image with: given (its label) | teacher (its argmax)
     adv: float = 1.0  # weight of the generator's feature-alignment loss (paper: L_G = L_MI + L_FA)
     weighting: str = "fixed"  # fixed: L_FA weighs ``adv`` | adaptive: ``adv`` is L_FA's share of the gradient
     adapt_every: int = 5  # adaptive: synthesis calls between two measurements of the gradient norms
@@ -135,6 +146,8 @@ class Guide:
                                 f"{cfg.weighting}, {cfg.adapt_every}")
         if cfg.align not in ("adversarial", "feature_matching"):
             raise DatafreeError(f"guide align must be adversarial or feature_matching, got '{cfg.align}'")
+        if cfg.labels not in ("given", "teacher"):
+            raise DatafreeError(f"guide labels must be given or teacher, got '{cfg.labels}'")
         if not 0.0 < cfg.ratio <= 1.0:
             raise DatafreeError(f"guide ratio must be in (0, 1], got {cfg.ratio}")
         if cfg.kd_weight < 0:
@@ -143,6 +156,11 @@ class Guide:
             raise DatafreeError(f"guide noise_target must be in (-1, 1) or none, got {cfg.noise_target}")
         self.cfg, self.inv, self.source = cfg, inverter, source
         self.x, self.y = data.float(), data.y.clone()
+        with torch.no_grad():  # what the teacher makes of each guide image, reported and used by labels=teacher
+            self.teacher_y = torch.cat([inverter.logits(xb).argmax(1) for xb in self.x.split(256)])
+        self.agree = int((self.teacher_y == self.y).sum())
+        if cfg.labels == "teacher":
+            self.y = self.teacher_y.clone()
         # the guide indices sorted by class: class c's images are by_class[start[c] : start[c] + count[c]]
         self.by_class = torch.argsort(self.y, stable=True)
         self.count = torch.bincount(self.y, minlength=inverter.num_classes)
@@ -170,7 +188,12 @@ class Guide:
 
     def describe(self) -> str:
         per = ", ".join(f"{c}: {n}" for c, n in sorted(self.counts.items()))
-        return f"{len(self.y)} images from {self.source or 'the given set'} (per class {per})"
+        text = (f"{len(self.y)} images from {self.source or 'the given set'} (per class {per}; the teacher "
+                f"agrees with {self.agree} of the {len(self.y)} labels")
+        if self.guided and self.cfg.labels == "teacher":
+            text += f", and the guidance pairs each image with the teacher's class (" \
+                     f"{int(self.has_class.sum())} classes)"
+        return text + ")"
 
     # -- inversion side --------------------------------------------------------------------------
     def _sample_like(self, y: torch.Tensor) -> torch.Tensor:
