@@ -272,6 +272,44 @@ def test_feature_matching_pulls_each_class_mean_towards_the_guide_and_keeps_the_
         Guide(GuideConfig(align="mmd"), _real(1), inv)
 
 
+def test_embedding_alignment_pulls_class_mean_embeddings_to_the_guide_without_a_discriminator():
+    """align=embedding (DM's objective turned on the generator): no D is built or trained; optimising free images
+    on L_FA brings each class's mean embedding, under fresh random ConvNets, to the guide's; a class without guide
+    images gets no term; a guided generator call runs with it and reports L_FA."""
+    from datafree.synthesis import build_synthesizer, make_config
+
+    torch.manual_seed(0)
+    inv = TeacherInverter(trained_tiny_teacher(), 4, bf16=False)
+    # one textured image per class (the ConvNet's instance norm is blind to a global colour shift), flat starts
+    textures = ImageSet((torch.rand(4, *SHAPE) * 255).round().to(torch.uint8), torch.arange(4))
+    guide = Guide(GuideConfig(align="embedding", strategy="flip"), textures, inv, "ipc 1")
+    assert guide.guided and guide.disc is None and not guide.needs_features
+    y = torch.arange(4).repeat(8)
+    x = (0.5 + 0.01 * torch.randn(len(y), *SHAPE)).requires_grad_(True)
+
+    def loss(draws: int = 20) -> float:  # every call draws a new network: average over several
+        with torch.no_grad():
+            return sum(float(guide.align_loss(None, y, x)) for _ in range(draws)) / draws
+
+    first = loss()
+    opt = torch.optim.Adam([x], 0.02)
+    for _ in range(150):
+        step = guide.align_loss(None, y, x)
+        opt.zero_grad()
+        step.backward()
+        opt.step()
+    assert loss() < 0.3 * first
+    assert guide.update_discriminator(x.detach(), y) == {} and guide.state_dict() == {}
+    no_dark = ImageSet(textures.x[:3], textures.y[:3])  # class 3 has no guide image
+    partial = Guide(GuideConfig(align="embedding", strategy="flip"), no_dark, inv)
+    assert float(partial.align_loss(None, torch.full((8,), 3), torch.rand(8, *SHAPE))) == 0.0
+    s = build_synthesizer("generator", make_config("generator", **TINY_SYNTH), inv, SHAPE)
+    s.guide = guide
+    out = s.synthesize(tiny_cnn())
+    assert "loss_align" in out.metrics and "guide_d_loss" not in out.metrics
+    assert s.state_dict()["guide"] == {}
+
+
 @pytest.mark.parametrize("synth", ["generator", "pixel"])
 def test_adaptive_weighting_gives_the_alignment_term_its_share_of_the_image_gradient(synth):
     """weighting=adaptive: the first step of every ``adapt_every``-th call sets L_FA's weight so that its

@@ -74,8 +74,10 @@ class InversionSynthesizer:
         penultimate features towards the guide samples of classes ``y`` (None when not guided)."""
         if not self.guided:
             return self.inv.logits(xa), None
+        if not self.guide.needs_features:  # align=embedding reads the images, not the teacher's features
+            return self.inv.logits(xa), self.guide.align_loss(None, y, xa)
         t, feats = self.inv.logits_and_features(xa)
-        return t, self.guide.align_loss(feats, y)
+        return t, self.guide.align_loss(feats, y, xa)
 
     def _guide_state(self) -> dict:
         return self.guide.state_dict() if self.guide is not None else {}
