@@ -88,12 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--guide", help="condensed set or k real images per class (npz / folder) that guides the "
                    "inversion (Condensed Data Expansion) and joins the student's data; the report lists it")
     d.add_argument("--guide-mode", choices=["guided", "mix"], default="guided",
-                   help="guided: a feature discriminator steers the inversion (generator or pixel) towards the "
-                   "guide samples (default); mix: no guidance (the naive baseline); in both the samples take a "
+                   help="guided: an alignment loss (a feature discriminator by default) steers the inversion "
+                   "(generator or pixel) towards the guide samples (default); mix: no guidance (the naive baseline); in both the samples take a "
                    "share of each student batch")
     d.add_argument("--guide-opt", type=_kv, action="append", default=[], metavar="KEY=VALUE",
-                   help="guide option, repeatable: align=adversarial|feature_matching (the generator's alignment loss: "
-                   "BCE on the discriminator, or matching each class's mean of its hidden features), "
+                   help="guide option, repeatable: align=adversarial|feature_matching|embedding (the generator's "
+                   "alignment loss: BCE on the discriminator, matching each class's mean of its hidden features, or "
+                   "Distribution Matching's class-mean embedding under random ConvNets with no discriminator; "
+                   "embed_width=32), labels=given|teacher (pair each guide image with its label or the teacher's "
+                   "class), "
                    "adv=1 (alignment weight), weighting=fixed|adaptive (adaptive: adv is L_FA's gradient on the images "
                    "relative to the inversion losses', re-measured every adapt_every=5 calls), "
                    "ratio=0.1 (share of student batch), "
