@@ -299,15 +299,20 @@ def test_embedding_alignment_pulls_class_mean_embeddings_to_the_guide_without_a_
         step.backward()
         opt.step()
     assert loss() < 0.3 * first
-    assert guide.update_discriminator(x.detach(), y) == {} and guide.state_dict() == {}
+    assert guide.update_discriminator(x.detach(), y) == {}
     no_dark = ImageSet(textures.x[:3], textures.y[:3])  # class 3 has no guide image
     partial = Guide(GuideConfig(align="embedding", strategy="flip"), no_dark, inv)
     assert float(partial.align_loss(None, torch.full((8,), 3), torch.rand(8, *SHAPE))) == 0.0
+    adaptive = GuideConfig(align="embedding", strategy="flip", weighting="adaptive", adv=0.5)
     s = build_synthesizer("generator", make_config("generator", **TINY_SYNTH), inv, SHAPE)
-    s.guide = guide
+    s.guide = Guide(adaptive, textures, inv)
     out = s.synthesize(tiny_cnn())
     assert "loss_align" in out.metrics and "guide_d_loss" not in out.metrics
-    assert s.state_dict()["guide"] == {}
+    state = s.state_dict()["guide"]  # no D to save, but the adaptive weight and its counter
+    assert set(state) == {"weight", "measured"} and state["weight"] == out.metrics["align_weight"] != 0.5
+    restored = Guide(adaptive, textures, inv)
+    restored.load_state_dict(state)
+    assert (restored.weight, restored.measured) == (s.guide.weight, s.guide.measured)
 
 
 @pytest.mark.parametrize("synth", ["generator", "pixel"])

@@ -354,17 +354,20 @@ class Guide:
         return x, t
 
     def state_dict(self) -> dict:
-        if self.disc is None:
+        if not self.guided:
             return {}
-        return {"disc": self.disc.state_dict(), "opt": self.opt.state_dict(), "sigma": self.sigma,
-                "real_phi": self.real_phi, "real_seen": self.real_seen, "weight": self.weight,
-                "measured": self.measured}
+        state = {"weight": self.weight, "measured": self.measured}  # adaptive weighting, with or without D
+        if self.disc is not None:
+            state.update(disc=self.disc.state_dict(), opt=self.opt.state_dict(), sigma=self.sigma,
+                         real_phi=self.real_phi, real_seen=self.real_seen)
+        return state
 
     def load_state_dict(self, state: dict) -> None:
-        if self.disc is not None and state:
+        if not (self.guided and state):
+            return
+        self.weight, self.measured = float(state.get("weight", self.cfg.adv)), int(state.get("measured", 0))
+        if self.disc is not None:
             self.disc.load_state_dict(state["disc"])
             self.opt.load_state_dict(state["opt"])
             self.sigma = float(state.get("sigma", 0.0))  # checkpoints from before the adaptive noise: none
             self.real_phi, self.real_seen = state.get("real_phi"), state.get("real_seen")
-            self.weight, self.measured = float(state.get("weight", self.cfg.adv)), int(state.get("measured", 0))
-
