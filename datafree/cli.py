@@ -89,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "inversion (Condensed Data Expansion) and joins the student's data; the report lists it")
     d.add_argument("--guide-mode", choices=["guided", "mix"], default="guided",
                    help="guided: an alignment loss (a feature discriminator by default) steers the inversion "
-                   "(generator or pixel) towards the guide samples (default); mix: no guidance (the naive baseline); in both the samples take a "
-                   "share of each student batch")
+                   "(generator or pixel) towards the guide samples (default); mix: no guidance (the naive baseline); "
+                   "in both the samples take a share of each student batch")
     d.add_argument("--guide-opt", type=_kv, action="append", default=[], metavar="KEY=VALUE",
                    help="guide option, repeatable: align=adversarial|feature_matching|embedding (the generator's "
                    "alignment loss: BCE on the discriminator, matching each class's mean of its hidden features, or "

@@ -71,7 +71,10 @@ Training on the condensed samples alone is weak and simply mixing them with inve
   0.837 / 2.54, 0.1 0.166 / 46.6 / 0.793, 0.2 0.169 / 65.7 / 0.724 (width 64 at 0.1: 0.166 / 48.4 / 0.784 / 3.11).
   0.05 is the largest share that keeps the BN loss and the agreement at the unguided level, and the only step
   this alignment adds - a width-32 net on 64 images, NCHW under bf16 (channels_last ran it 3x slower) - costs
-  less than the discriminator's update.
+  less than the discriminator's update.  Measured once (benchmarks/results/bf16cpu/, 60 min, ipc 1, adaptive
+  0.05): 77.70 % last / 69.46 % mean against plain's 80.56 / 72.59 on the same machine, trailing it in every
+  round from round 4 on, with as much synthesis (24.07 against 23.23 images/s); L_FA stayed at 0.23 all run.  A
+  loss, so it is not the default.
 ``mode="mix"`` (the naive baseline) keeps only the last point, the way a user would simply add the
 condensed samples to the synthetic pool: the student's data are the same, the generator is not guided,
 so the two modes differ in the guidance alone.  ``kd_weight`` > 0 gives the condensed samples a KD
