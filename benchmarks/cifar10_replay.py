@@ -12,6 +12,8 @@ Same seed, same wall-clock budget, same synthesizer for each replay strategy:
 - ``vae@encoded``: the VAE's pool holds 4-bit encodings of the stream's own samples, kept by reservoir,
   instead of nudged prior latents, and replays half of each student batch as the bank does (``VAE_PRESETS``;
   558 codes: the default VAE's footprint);
+- ``vae@frozen``: as ``vae@encoded``, but the VAE stops learning after 20 % of the budget and its pool fills
+  only then, with the bytes its Adam state held: codes decode exactly as they were encoded (837 codes);
 - ``memory-bank@200000``: the library default, a bank large enough to keep every sample of the run;
 - ``memory-bank@336956B``: a bank of that many bytes (here the VAE's own footprint: 106 samples); with two or
   more banks the bars bracket the bank that gives the VAE's mean (``vae_matching_bank``), the bank the
@@ -41,7 +43,10 @@ from datafree.io.atomic import atomic_write_text
 ROOT = Path(__file__).resolve().parents[1]
 # vae@<preset>: VAE replay options; the pool is sized so the footprint stays the default VAE's (336,956 B with the
 # resnet56 teacher's cached logits): 558 codes of 344 B (4-bit codes) against 320 of 600 B (8-bit)
-VAE_PRESETS = {"encoded": {"codes": "encoded", "code_bits": 4, "pool": 558, "ratio": 0.5}}
+# frozen: the VAE learns the stream (8 steps per batch) for the first 20 % of the budget, then stops; its Adam
+# state (96,128 B) makes way for a pool of 837 codes (287,928 B): 48,828 + max(96,128, 287,928) = 336,756 B
+VAE_PRESETS = {"encoded": {"codes": "encoded", "code_bits": 4, "pool": 558, "ratio": 0.5},
+               "frozen": {"codes": "encoded", "code_bits": 4, "pool": 837, "ratio": 0.5, "freeze": 0.2, "steps": 8}}
 SHARED = ROOT.parent / "shared"
 
 

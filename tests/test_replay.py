@@ -435,3 +435,34 @@ def test_vae_run_killed_with_sigkill_resumes_to_the_same_weights(tmp_path):
     a, b = load_safetensors(full / "student.safetensors"), load_safetensors(killed / "student.safetensors")
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_vae_freeze_stops_learning_frees_adam_and_keeps_exact_logits_for_its_encodings(tmp_path):
+    torch.manual_seed(0)
+    cfg = VAEReplayConfig(codes="encoded", code_bits=4, pool=10, freeze=0.5, min_updates=1, steps=2)
+    replay = build_replay("vae", cfg, _ctx())
+    for i in range(3):  # learning, no pool yet: the Adam moments and the pool never coexist
+        replay.observe(*_batch(8, 8 * i), 0.1 * i)
+    assert replay.codes is None and not replay.ready and not replay.frozen and replay.updates == 6
+    adam = replay.footprint()["optimizer_bytes"]
+    assert adam == sum(8 * p.numel() + 4 for p in replay.vae.parameters())
+    replay.observe(*_batch(8, 24), 0.5)
+    assert replay.frozen and not replay.opt.state and replay.updates == 6 and len(replay.codes) == 8
+    weights = {k: v.clone() for k, v in replay.vae.state_dict().items()}
+    for i in range(4, 8):
+        replay.observe(*_batch(8, 8 * i), 0.1 * i)
+    assert all(torch.equal(v, replay.vae.state_dict()[k]) for k, v in weights.items())
+    assert len(replay.codes) == 10 and replay.offered == 40 and replay.ready
+    with torch.no_grad():  # every code's cached logits are the teacher's on its decoding, however old the code
+        xc = replay.decode(replay.codes, replay.scales)
+        assert torch.allclose(replay.logits[:, 0], replay.ctx.inverter.teacher(xc), atol=1e-4)
+    fp = replay.footprint()
+    assert fp["frozen"] and fp["optimizer_bytes"] == adam
+    assert fp["bytes"] == fp["weights_bytes"] + max(adam, fp["pool_bytes"])
+    again = build_replay("vae", cfg, _ctx())
+    again.load(tmp_path, replay.save(tmp_path))
+    assert again.frozen and torch.equal(again.codes, replay.codes)
+    again.observe(*_batch(8, 64), 0.9)
+    assert all(torch.equal(v, again.vae.state_dict()[k]) for k, v in weights.items())
+    with pytest.raises(DatafreeError, match="freeze"):
+        build_replay("vae", VAEReplayConfig(freeze=0.5), _ctx())

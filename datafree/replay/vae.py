@@ -110,6 +110,7 @@ class VAEReplayConfig:
     prior_rank: int = 64  # directions of the fitted prior's covariance (fp16, rank x latent)
     prior_decay: float = 0.9  # per synthesized batch: the fitted prior follows the stream and the drifting encoder
     min_updates: int = 100  # no pseudo replay (and no nudging) before the VAE has taken this many steps
+    freeze: float = 0.0  # encoded codes: budget share after which the VAE stops learning (0: never); see below
 
 
 def quantize_codes(z: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,6 +191,9 @@ class VAEReplay:
         if cfg.codes not in ("nudged", "encoded") or cfg.code_bits not in (4, 8):
             raise DatafreeError(f"vae codes must be nudged or encoded and code_bits 4 or 8, got {cfg.codes}, "
                                 f"{cfg.code_bits}")
+        if not 0.0 <= cfg.freeze < 1.0 or (cfg.freeze and cfg.codes != "encoded"):
+            raise DatafreeError(f"vae freeze must be in [0, 1) and needs codes=encoded, got {cfg.freeze} with "
+                                f"codes={cfg.codes}")
         if cfg.pool < 1 or cfg.fresh < 1 or cfg.relabel < 0 or (cfg.codes == "nudged" and cfg.fresh > cfg.pool):
             raise DatafreeError(f"vae needs 1 <= fresh <= pool and relabel >= 0, got pool={cfg.pool}, "
                                 f"fresh={cfg.fresh}, relabel={cfg.relabel}")
@@ -211,6 +215,7 @@ class VAEReplay:
         self.logits: torch.Tensor | None = None
         self.stamps: torch.Tensor | None = None
         self.updates = self.calls = self.offered = 0  # offered: stream samples offered to an encoded pool
+        self.frozen = False  # freeze: the VAE has stopped learning, its Adam state is gone, the pool fills
 
     @property
     def ready(self) -> bool:
@@ -318,7 +323,7 @@ class VAEReplay:
     def _relabel(self, out: dict) -> dict:
         cfg = self.cfg
         stale = self.stamps < self.calls
-        if self.logits is not None and cfg.relabel and bool(stale.any()):
+        if self.logits is not None and cfg.relabel and not self.frozen and bool(stale.any()):
             idx = self.stamps.argsort(stable=True)[:min(cfg.relabel, int(stale.sum()))]
             new = self.ctx.inverter.view_logits(self.decode(self.codes[idx], self.scales[idx]))
             out["replay_relabel_flips"] = float((new[:, 0].argmax(1) != self.logits[idx, 0].argmax(1)).float().mean())
@@ -334,6 +339,11 @@ class VAEReplay:
     def observe(self, images01: torch.Tensor, logits: torch.Tensor | None, progress: float) -> dict:
         cfg = self.cfg
         self.calls += 1
+        if cfg.freeze and not self.frozen and progress >= cfg.freeze and self.updates >= cfg.min_updates:
+            self.frozen = True
+            self.opt.state.clear()  # its bytes go to the pool, which starts now
+        if self.frozen:  # a fixed decoder: codes decode as they were encoded, their logits never go stale
+            return self._refresh_pool(images01)
         x, t = images01, (logits[:, 0] if logits is not None else None)
         k = round(cfg.self_replay * len(x))
         if k and self.codes is not None:  # rehearse the VAE on its own replays
@@ -364,7 +374,7 @@ class VAEReplay:
             self.prior.update(mu)
         metrics = {"vae_loss": loss.item(), "vae_pixel_l1": l_pix.item(), "vae_logit_l1": l_logit.item(),
                    "vae_kl": l_kl.item()}
-        if self.updates >= cfg.min_updates:  # an untrained VAE's codes would be wasted
+        if self.updates >= cfg.min_updates and not cfg.freeze:  # an untrained VAE's codes would be wasted
             metrics.update(self._refresh_pool(images01))
         return metrics
 
@@ -383,6 +393,12 @@ class VAEReplay:
         per_code = self.vae.latent * self.cfg.code_bits // 8 + 4 + 4 + logits
         pool = self.cfg.pool * per_code
         prior = self.prior.nbytes if self.prior is not None else 0
+        if self.cfg.freeze:  # Adam's moments (held until the freeze, as measured before it) or the pool: the peak
+            opt = opt or sum(8 * p.numel() + 4 for p in self.vae.parameters())  # two fp32 moments and a step each
+            return {"bytes": weights + max(opt, pool) + prior, "weights_bytes": weights, "optimizer_bytes": opt,
+                    "pool_bytes": pool, "prior_bytes": prior, "frozen": self.frozen,
+                    "pool_codes": 0 if self.codes is None else len(self.codes),
+                    "params": sum(p.numel() for p in self.vae.parameters())}
         return {"bytes": weights + opt + pool + prior, "weights_bytes": weights, "optimizer_bytes": opt,
                 "pool_bytes": pool, "prior_bytes": prior, "pool_codes": 0 if self.codes is None else len(self.codes),
                 "params": sum(p.numel() for p in self.vae.parameters())}
@@ -390,7 +406,7 @@ class VAEReplay:
     def save(self, directory: Path) -> dict:
         return {"vae": self.vae.state_dict(), "opt": self.opt.state_dict(), "codes": self.codes,
                 "scales": self.scales, "logits": self.logits, "stamps": self.stamps, "updates": self.updates,
-                "calls": self.calls, "offered": self.offered,
+                "calls": self.calls, "offered": self.offered, "frozen": self.frozen,
                 "prior": self.prior.state() if self.prior is not None else None}
 
     def load(self, directory: Path, state: dict) -> None:
@@ -401,6 +417,7 @@ class VAEReplay:
         self.opt.load_state_dict(state["opt"])
         self.codes, self.scales, self.logits, self.stamps = (state[k] for k in ("codes", "scales", "logits", "stamps"))
         self.updates, self.calls, self.offered = state["updates"], state["calls"], state.get("offered", 0)
+        self.frozen = state.get("frozen", False)
         if self.prior is not None and state.get("prior") is not None:
             self.prior.load(state["prior"])
 
