@@ -412,15 +412,13 @@ class VAEReplay:
         per_code = self.vae.latent * self.cfg.code_bits // 8 + 4 + 4 + logits
         pool = self.cfg.pool * per_code
         prior = self.prior.nbytes if self.prior is not None else 0
+        held, extra = opt + pool, {}
         if self.cfg.freeze:  # Adam's moments (held until the freeze, as measured before it) or the pool: the peak
             opt = opt or sum(8 * p.numel() + 4 for p in self.vae.parameters())  # two fp32 moments and a step each
-            return {"bytes": weights + max(opt, pool) + prior, "weights_bytes": weights, "optimizer_bytes": opt,
-                    "pool_bytes": pool, "prior_bytes": prior, "frozen": self.frozen,
-                    "pool_codes": 0 if self.codes is None else len(self.codes),
-                    "params": sum(p.numel() for p in self.vae.parameters())}
-        return {"bytes": weights + opt + pool + prior, "weights_bytes": weights, "optimizer_bytes": opt,
+            held, extra = max(opt, pool), {"frozen": self.frozen}
+        return {"bytes": weights + held + prior, "weights_bytes": weights, "optimizer_bytes": opt,
                 "pool_bytes": pool, "prior_bytes": prior, "pool_codes": 0 if self.codes is None else len(self.codes),
-                "params": sum(p.numel() for p in self.vae.parameters())}
+                "params": sum(p.numel() for p in self.vae.parameters()), **extra}
 
     def save(self, directory: Path) -> dict:
         return {"vae": self.vae.state_dict(), "opt": self.opt.state_dict(), "codes": self.codes,
