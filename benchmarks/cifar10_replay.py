@@ -14,6 +14,7 @@ Same seed, same wall-clock budget, same synthesizer for each replay strategy:
   558 codes: the default VAE's footprint);
 - ``vae@frozen``: as ``vae@encoded``, but the VAE stops learning after 20 % of the budget and its pool fills
   only then, with the bytes its Adam state held: codes decode exactly as they were encoded (837 codes);
+- ``vae@frozen2``: as ``vae@frozen`` with 2-bit codes and fp16 cached logits: 1,635 codes in the same bytes;
 - ``memory-bank@200000``: the library default, a bank large enough to keep every sample of the run;
 - ``memory-bank@336956B``: a bank of that many bytes (here the VAE's own footprint: 106 samples); with two or
   more banks the bars bracket the bank that gives the VAE's mean (``vae_matching_bank``), the bank the
@@ -45,8 +46,12 @@ ROOT = Path(__file__).resolve().parents[1]
 # resnet56 teacher's cached logits): 558 codes of 344 B (4-bit codes) against 320 of 600 B (8-bit)
 # frozen: the VAE learns the stream (8 steps per batch) for the first 20 % of the budget, then stops; its Adam
 # state (96,128 B) makes way for a pool of 837 codes (287,928 B): 48,828 + max(96,128, 287,928) = 336,756 B
+# frozen2: as frozen, with 2-bit (Lloyd-Max) codes and fp16 cached logits, 176 B a code: 1,635 codes (287,760 B)
+# in the same bytes, twice as many replays at a coarser code: 48,828 + 287,760 = 336,588 B
 VAE_PRESETS = {"encoded": {"codes": "encoded", "code_bits": 4, "pool": 558, "ratio": 0.5},
-               "frozen": {"codes": "encoded", "code_bits": 4, "pool": 837, "ratio": 0.5, "freeze": 0.2, "steps": 8}}
+               "frozen": {"codes": "encoded", "code_bits": 4, "pool": 837, "ratio": 0.5, "freeze": 0.2, "steps": 8},
+               "frozen2": {"codes": "encoded", "code_bits": 2, "logit_dtype": "float16", "pool": 1635, "ratio": 0.5,
+                           "freeze": 0.2, "steps": 8}}
 SHARED = ROOT.parent / "shared"
 
 

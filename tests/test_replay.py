@@ -232,6 +232,38 @@ def test_4bit_codes_pack_two_to_a_byte_and_round_like_8bit_on_a_coarser_grid():
     assert q8.dtype == torch.int8 and float((dequantize_codes(q8, s8) - z).abs().max()) <= float(s8.max()) / 2 + 1e-6
 
 
+def test_2bit_codes_are_lloyd_max_levels_four_to_a_byte():
+    from datafree.replay.vae import dequantize_codes, quantize_codes
+
+    torch.manual_seed(0)
+    z = torch.randn(64, 512) * 1.5
+    q, s = quantize_codes(z, 2)
+    assert q.dtype == torch.uint8 and q.shape == (64, 128)
+    back = dequantize_codes(q, s, 2)
+    levels = torch.tensor([-1.5104, -0.4528, 0.4528, 1.5104])
+    u = z / s
+    nearest = levels[(u[..., None] - levels).abs().argmin(-1)]  # Lloyd-Max: each value to its nearest level
+    assert torch.allclose(back, nearest * s)
+    mse = float((back - z).pow(2).mean() / z.pow(2).mean())
+    assert 0.10 < mse < 0.13  # the Gaussian 2-bit optimum is 0.1175; absmax {-1, 0, 1} would be ~0.3
+
+
+def test_vae_pool_holds_2bit_codes_and_fp16_logits_in_the_bytes_it_reports():
+    torch.manual_seed(0)
+    cfg = VAEReplayConfig(codes="encoded", code_bits=2, logit_dtype="float16", pool=12, min_updates=1)
+    replay = build_replay("vae", cfg, _ctx())
+    for i in range(3):
+        replay.observe(*_batch(8, 8 * i), i / 3)
+    assert replay.codes.shape == (12, replay.vae.latent // 4) and replay.logits.dtype == torch.float16
+    fp = replay.footprint()
+    held = sum(t.numel() * t.element_size() for t in (replay.codes, replay.scales, replay.logits, replay.stamps))
+    assert held == fp["pool_bytes"] == 12 * (replay.vae.latent // 4 + 4 + 2 * 2 * 4 + 4)
+    x, lg = replay.sample(5)
+    assert x.shape == (5, *SHAPE) and lg.dtype == torch.float32
+    with pytest.raises(DatafreeError, match="logit_dtype"):
+        build_replay("vae", VAEReplayConfig(logit_dtype="int8"), _ctx())
+
+
 def test_vae_encoded_pool_is_a_reservoir_of_the_streams_4bit_encodings():
     torch.manual_seed(0)
     replay = build_replay("vae", VAEReplayConfig(codes="encoded", code_bits=4, pool=12, relabel=3, min_updates=1),

@@ -121,7 +121,8 @@ class VAEReplayConfig:
     ratio: float = 0.25  # share of each student batch drawn from pseudo replay (the paper: 1 in 9)
     codes: str = "nudged"  # nudged: the paper's prior latents nudged to the teacher (FIFO) | encoded: see below
     pool: int = 320  # latent codes kept, decoded anew for every student batch
-    code_bits: int = 8  # 8 | 4 (two codes to a byte)
+    code_bits: int = 8  # 8 | 4 (two codes to a byte) | 2 (Lloyd-Max levels, four to a byte)
+    logit_dtype: str = "float32"  # the pool's cached teacher logits: float32 | float16 (half the bytes)
     fresh: int = 32  # nudged codes: added per synthesized batch (the oldest leave); encoded: every sample is offered
     relabel: int = 32  # codes whose cached teacher logits are refreshed per synthesized batch (the stalest)
     nudge_steps: int = 5  # Adam steps on the latents towards balanced target classes (0: plain prior samples)
@@ -134,19 +135,35 @@ class VAEReplayConfig:
     freeze: float = 0.0  # encoded codes: budget share when the VAE stops learning and the pool starts (0: never)
 
 
+# 2-bit codes: the Lloyd-Max quantizer of a unit Gaussian (Max 1960): levels +-0.4528, +-1.5104, thresholds 0 and
+# +-0.9816, each row scaled by its RMS.  MSE 0.118 sigma^2, against 0.34 for absmax-scaled {-1, 0, 1}.
+_LM2_LEVELS = (-1.5104, -0.4528, 0.4528, 1.5104)
+_LM2_EDGE = 0.9816
+
+
 def quantize_codes(z: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric codes with one absmax scale per latent (row): int8 at 8 bits; at 4 bits two codes to a
-    byte (uint8, offset by 8; the latent must be even)."""
+    """Codes with one scale per latent (row): symmetric absmax int8 at 8 bits; at 4 bits two to a byte (uint8,
+    offset by 8; the latent must be even); at 2 bits Lloyd-Max Gaussian levels (RMS scale), four to a byte."""
+    z = z.detach()
+    if bits == 2:
+        scale = z.pow(2).mean(1, keepdim=True).sqrt().clamp_min(1e-8)
+        u = z / scale
+        q = ((u > -_LM2_EDGE).to(torch.uint8) + (u > 0).to(torch.uint8) + (u > _LM2_EDGE).to(torch.uint8))
+        return q[:, 0::4] << 6 | q[:, 1::4] << 4 | q[:, 2::4] << 2 | q[:, 3::4], scale
     levels = 2 ** (bits - 1) - 1
-    scale = z.detach().abs().amax(1, keepdim=True).clamp_min(1e-8) / levels
-    q = (z.detach() / scale).round().clamp(-levels, levels).to(torch.int8)
+    scale = z.abs().amax(1, keepdim=True).clamp_min(1e-8) / levels
+    q = (z / scale).round().clamp(-levels, levels).to(torch.int8)
     if bits == 4:
         u = (q + 8).to(torch.uint8)
         q = u[:, 0::2] << 4 | u[:, 1::2]
     return q, scale
 
 
-def dequantize_codes(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def dequantize_codes(q: torch.Tensor, scale: torch.Tensor, bits: int | None = None) -> torch.Tensor:
+    """The inverse of ``quantize_codes``; ``bits`` defaults to 8 for int8 codes and 4 for uint8 ones."""
+    if bits == 2:
+        idx = torch.stack([q >> 6, q >> 4 & 3, q >> 2 & 3, q & 3], 2).flatten(1).long()
+        return torch.tensor(_LM2_LEVELS)[idx] * scale
     if q.dtype == torch.uint8:  # 4-bit pairs
         q = torch.stack([q >> 4, q & 15], 2).flatten(1).to(torch.int8) - 8
     return q.float() * scale
@@ -209,9 +226,11 @@ class VAEReplay:
         if cfg.prior not in ("fitted", "normal") or cfg.prior_rank < 1 or not 0.0 <= cfg.prior_decay < 1.0:
             raise DatafreeError(f"vae prior must be fitted or normal, with prior_rank >= 1 and prior_decay in [0, 1); "
                                 f"got {cfg.prior}, {cfg.prior_rank}, {cfg.prior_decay}")
-        if cfg.codes not in ("nudged", "encoded") or cfg.code_bits not in (4, 8):
-            raise DatafreeError(f"vae codes must be nudged or encoded and code_bits 4 or 8, got {cfg.codes}, "
+        if cfg.codes not in ("nudged", "encoded") or cfg.code_bits not in (2, 4, 8):
+            raise DatafreeError(f"vae codes must be nudged or encoded and code_bits 2, 4 or 8, got {cfg.codes}, "
                                 f"{cfg.code_bits}")
+        if cfg.logit_dtype not in ("float32", "float16"):
+            raise DatafreeError(f"vae logit_dtype must be float32 or float16, got '{cfg.logit_dtype}'")
         if not 0.0 <= cfg.freeze < 1.0 or (cfg.freeze and cfg.codes != "encoded"):
             raise DatafreeError(f"vae freeze must be in [0, 1) and needs codes=encoded, got {cfg.freeze} with "
                                 f"codes={cfg.codes}")
@@ -224,8 +243,9 @@ class VAEReplay:
                                 "use --replay memory-bank")
         self.cfg, self.ctx, self.ratio = cfg, ctx, cfg.ratio
         self.vae = ConvVAE(ctx.input_shape, cfg.latent_channels, cfg.width, cfg.latent_side)
-        if cfg.code_bits == 4 and self.vae.latent % 2:
-            raise DatafreeError(f"4-bit codes need an even latent size, got {self.vae.latent}; use code_bits=8")
+        if self.vae.latent % (8 // cfg.code_bits):
+            raise DatafreeError(f"{cfg.code_bits}-bit codes need a latent size divisible by {8 // cfg.code_bits}, "
+                                f"got {self.vae.latent}; use code_bits=8")
         self.opt = torch.optim.Adam(self.vae.parameters(), cfg.lr, betas=(0.9, 0.999))
         self.prior = LatentPrior(self.vae.latent, cfg.prior_rank, cfg.prior_decay) if cfg.prior == "fitted" else None
         # the latent pool (nudged: newest first; encoded: reservoir slots): codes (int8, or uint8 pairs at 4 bits),
@@ -297,7 +317,7 @@ class VAEReplay:
     def decode(self, codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
         """Pool codes -> images on the pool's 8-bit grid, by the current VAE (in eval mode)."""
         with self._eval_mode() as vae:
-            return SamplePool.quantize(vae.decode(dequantize_codes(codes, scales)))
+            return SamplePool.quantize(vae.decode(dequantize_codes(codes, scales, self.cfg.code_bits)))
 
     def generate(self, n: int) -> tuple[torch.Tensor, dict]:
         """n fresh pseudo replays in [0, 1] (nudged, quantized to ``code_bits``, decoded)."""
@@ -323,7 +343,8 @@ class VAEReplay:
             if not len(keep) and self.codes is not None:  # the reservoir kept none of this batch
                 return self._relabel(out)
             codes, scales = quantize_codes(self.encode(novel[keep]), cfg.code_bits)
-        logits = self.ctx.inverter.view_logits(self.decode(codes, scales)) if self.ctx.cache_logits else None
+        logits = (self.ctx.inverter.view_logits(self.decode(codes, scales)).to(getattr(torch, cfg.logit_dtype))
+                  if self.ctx.cache_logits else None)
         stamps = torch.full((len(codes),), self.calls, dtype=torch.int32)
 
         def push(new: torch.Tensor | None, old: torch.Tensor | None) -> torch.Tensor | None:
@@ -348,7 +369,7 @@ class VAEReplay:
             idx = self.stamps.argsort(stable=True)[:min(cfg.relabel, int(stale.sum()))]
             new = self.ctx.inverter.view_logits(self.decode(self.codes[idx], self.scales[idx]))
             out["replay_relabel_flips"] = float((new[:, 0].argmax(1) != self.logits[idx, 0].argmax(1)).float().mean())
-            self.logits[idx], self.stamps[idx] = new, self.calls
+            self.logits[idx], self.stamps[idx] = new.to(self.logits.dtype), self.calls
         return out
 
     # -- VAE update ------------------------------------------------------------------------------
@@ -370,7 +391,7 @@ class VAEReplay:
         if k and self.codes is not None:  # rehearse the VAE on its own replays
             pick = torch.randperm(len(self.codes))[:k]
             x = torch.cat([x, self.decode(self.codes[pick], self.scales[pick])])
-            t = torch.cat([t, self.logits[pick, 0]]) if t is not None and self.logits is not None else None
+            t = torch.cat([t, self.logits[pick, 0].float()]) if t is not None and self.logits is not None else None
         if t is None:
             with torch.no_grad():
                 t = self._teacher(x)
@@ -402,7 +423,8 @@ class VAEReplay:
     def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         m = len(self.codes)
         idx = torch.randperm(m)[:n] if n <= m else torch.randint(m, (n,))
-        return self.decode(self.codes[idx], self.scales[idx]), (self.logits[idx] if self.logits is not None else None)
+        logits = self.logits[idx].float() if self.logits is not None else None
+        return self.decode(self.codes[idx], self.scales[idx]), logits
 
     # -- footprint and persistence ---------------------------------------------------------------
     def footprint(self) -> dict:
@@ -410,7 +432,8 @@ class VAEReplay:
         opt = sum(v.numel() * v.element_size() for s in self.opt.state.values() for v in s.values()
                   if torch.is_tensor(v))
         # the pool at capacity (as a bank reports its capacity): code, scale, stamp and cached logits
-        logits = self.ctx.views * self.ctx.num_classes * 4 if self.ctx.cache_logits else 0
+        width = 2 if self.cfg.logit_dtype == "float16" else 4
+        logits = self.ctx.views * self.ctx.num_classes * width if self.ctx.cache_logits else 0
         per_code = self.vae.latent * self.cfg.code_bits // 8 + 4 + 4 + logits
         pool = self.cfg.pool * per_code
         prior = self.prior.nbytes if self.prior is not None else 0
