@@ -85,6 +85,8 @@ Measured (bf16 machine, 60 min, ``--ema 0.99``; freeze 0.2, 8 steps per batch, 8
 against none, largest fall 0.93 pt against none's 1.60) met the mean and last bars, not the drawdown.  It
 stays an option: it stores encoded samples, further from the paper than the default, and two seeds do not
 move a default.
+``code_bits=2`` (Lloyd-Max levels) with ``logit_dtype=float16`` fits 1,635 codes in the same bytes: 44.64 % last /
+39.73 % mean there, level with none - more, coarser replays lose to fewer, finer ones.
 """
 
 from __future__ import annotations
