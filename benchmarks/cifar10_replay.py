@@ -49,9 +49,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # frozen2: as frozen, with 2-bit (Lloyd-Max) codes and fp16 cached logits, 176 B a code: 1,635 codes (287,760 B)
 # in the same bytes, twice as many replays at a coarser code: 48,828 + 287,760 = 336,588 B
 VAE_PRESETS = {"encoded": {"codes": "encoded", "code_bits": 4, "pool": 558, "ratio": 0.5},
-               "frozen": {"codes": "encoded", "code_bits": 4, "pool": 837, "ratio": 0.5, "freeze": 0.2, "steps": 8},
-               "frozen2": {"codes": "encoded", "code_bits": 2, "logit_dtype": "float16", "pool": 1635, "ratio": 0.5,
-                           "freeze": 0.2, "steps": 8}}
+               "frozen": {"codes": "encoded", "code_bits": 4, "pool": 837, "ratio": 0.5, "freeze": 0.2, "steps": 8}}
+VAE_PRESETS["frozen2"] = {**VAE_PRESETS["frozen"], "code_bits": 2, "logit_dtype": "float16", "pool": 1635}
 SHARED = ROOT.parent / "shared"
 
 

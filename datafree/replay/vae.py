@@ -139,8 +139,8 @@ class VAEReplayConfig:
 
 # 2-bit codes: the Lloyd-Max quantizer of a unit Gaussian (Max 1960): levels +-0.4528, +-1.5104, thresholds 0 and
 # +-0.9816, each row scaled by its RMS.  MSE 0.118 sigma^2, against 0.34 for absmax-scaled {-1, 0, 1}.
-_LM2_LEVELS = (-1.5104, -0.4528, 0.4528, 1.5104)
-_LM2_EDGE = 0.9816
+_LM2_LEVELS = torch.tensor([-1.5104, -0.4528, 0.4528, 1.5104])
+_LM2_EDGES = torch.tensor([-0.9816, 0.0, 0.9816])
 
 
 def quantize_codes(z: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,8 +149,7 @@ def quantize_codes(z: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.
     z = z.detach()
     if bits == 2:
         scale = z.pow(2).mean(1, keepdim=True).sqrt().clamp_min(1e-8)
-        u = z / scale
-        q = ((u > -_LM2_EDGE).to(torch.uint8) + (u > 0).to(torch.uint8) + (u > _LM2_EDGE).to(torch.uint8))
+        q = torch.bucketize(z / scale, _LM2_EDGES).to(torch.uint8)  # the level's index: edges strictly below
         return q[:, 0::4] << 6 | q[:, 1::4] << 4 | q[:, 2::4] << 2 | q[:, 3::4], scale
     levels = 2 ** (bits - 1) - 1
     scale = z.abs().amax(1, keepdim=True).clamp_min(1e-8) / levels
@@ -165,7 +164,7 @@ def dequantize_codes(q: torch.Tensor, scale: torch.Tensor, bits: int | None = No
     """The inverse of ``quantize_codes``; ``bits`` defaults to 8 for int8 codes and 4 for uint8 ones."""
     if bits == 2:
         idx = torch.stack([q >> 6, q >> 4 & 3, q >> 2 & 3, q & 3], 2).flatten(1).long()
-        return torch.tensor(_LM2_LEVELS)[idx] * scale
+        return _LM2_LEVELS[idx] * scale
     if q.dtype == torch.uint8:  # 4-bit pairs
         q = torch.stack([q >> 4, q & 15], 2).flatten(1).to(torch.int8) - 8
     return q.float() * scale
@@ -244,6 +243,7 @@ class VAEReplay:
             raise DatafreeError(f"the VAE needs square images of even side, got {tuple(ctx.input_shape)}; "
                                 "use --replay memory-bank")
         self.cfg, self.ctx, self.ratio = cfg, ctx, cfg.ratio
+        self.logit_dtype = getattr(torch, cfg.logit_dtype)  # of the pool's cached logits
         self.vae = ConvVAE(ctx.input_shape, cfg.latent_channels, cfg.width, cfg.latent_side)
         if self.vae.latent % (8 // cfg.code_bits):
             raise DatafreeError(f"{cfg.code_bits}-bit codes need a latent size divisible by {8 // cfg.code_bits}, "
@@ -345,7 +345,7 @@ class VAEReplay:
             if not len(keep) and self.codes is not None:  # the reservoir kept none of this batch
                 return self._relabel(out)
             codes, scales = quantize_codes(self.encode(novel[keep]), cfg.code_bits)
-        logits = (self.ctx.inverter.view_logits(self.decode(codes, scales)).to(getattr(torch, cfg.logit_dtype))
+        logits = (self.ctx.inverter.view_logits(self.decode(codes, scales)).to(self.logit_dtype)
                   if self.ctx.cache_logits else None)
         stamps = torch.full((len(codes),), self.calls, dtype=torch.int32)
 
@@ -371,7 +371,7 @@ class VAEReplay:
             idx = self.stamps.argsort(stable=True)[:min(cfg.relabel, int(stale.sum()))]
             new = self.ctx.inverter.view_logits(self.decode(self.codes[idx], self.scales[idx]))
             out["replay_relabel_flips"] = float((new[:, 0].argmax(1) != self.logits[idx, 0].argmax(1)).float().mean())
-            self.logits[idx], self.stamps[idx] = new.to(self.logits.dtype), self.calls
+            self.logits[idx], self.stamps[idx] = new.to(self.logit_dtype), self.calls
         return out
 
     # -- VAE update ------------------------------------------------------------------------------
@@ -434,8 +434,7 @@ class VAEReplay:
         opt = sum(v.numel() * v.element_size() for s in self.opt.state.values() for v in s.values()
                   if torch.is_tensor(v))
         # the pool at capacity (as a bank reports its capacity): code, scale, stamp and cached logits
-        width = 2 if self.cfg.logit_dtype == "float16" else 4
-        logits = self.ctx.views * self.ctx.num_classes * width if self.ctx.cache_logits else 0
+        logits = self.ctx.views * self.ctx.num_classes * self.logit_dtype.itemsize if self.ctx.cache_logits else 0
         per_code = self.vae.latent * self.cfg.code_bits // 8 + 4 + 4 + logits
         pool = self.cfg.pool * per_code
         prior = self.prior.nbytes if self.prior is not None else 0
