@@ -6,17 +6,19 @@
     datafree.evaluate(model, x, y)   # x: float NCHW in the model's input space
 """
 
-from datafree.api import distill, evaluate_dataset, quantize, train
+from datafree.api import distill, evaluate_dataset, prune, quantize, train
 from datafree.data import ImageSet, load_dataset, load_mnist5k, load_npz
 from datafree.distill import DistillConfig, DistillResult
 from datafree.errors import DatafreeError
 from datafree.evaluate import evaluate
 from datafree.models import create_model, list_models, load_weights
+from datafree.prune import CRISPConfig
 from datafree.quant import QuantConfig
 from datafree.replay import MemoryBankConfig, VAEReplayConfig
 from datafree.synthesis import GeneratorConfig, PixelConfig
 
 __version__ = "0.1.0"
-__all__ = ["DatafreeError", "DistillConfig", "DistillResult", "GeneratorConfig", "ImageSet", "MemoryBankConfig",
-           "PixelConfig", "QuantConfig", "VAEReplayConfig", "create_model", "distill", "evaluate", "evaluate_dataset",
-           "list_models", "load_dataset", "load_mnist5k", "load_npz", "load_weights", "quantize", "train"]
+__all__ = ["CRISPConfig", "DatafreeError", "DistillConfig", "DistillResult", "GeneratorConfig", "ImageSet",
+           "MemoryBankConfig", "PixelConfig", "QuantConfig", "VAEReplayConfig", "create_model", "distill", "evaluate",
+           "evaluate_dataset", "list_models", "load_dataset", "load_mnist5k", "load_npz", "load_weights", "prune",
+           "quantize", "train"]

@@ -20,6 +20,7 @@ from datafree.errors import DatafreeError
 from datafree.evaluate import evaluate
 from datafree.models import ModelMeta, create_model, load_weights, model_meta
 from datafree.precision import BF16_FLAGS, bf16_fast, cpu_info
+from datafree.prune.pipeline import PruneResult, prune  # noqa: F401  (the API of `datafree prune`)
 from datafree.report import write_report
 from datafree.run import RunDir
 from datafree.synthesis.base import fused_bn_used

@@ -185,6 +185,36 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--quiet", action="store_true")
     _model_args(q)
 
+    r = sub.add_parser("prune", help="class-aware pruning (CRISP: hybrid N:M + block sparsity), data-free by "
+                       "default", description="Prune a trained model for the classes a user needs: class-aware "
+                       "gradient saliency, N:M sparsity along input channels inside BxB blocks that are removed whole, "
+                       "iterative fine-tuning (SR-STE) with KD from the dense model. The images are inverted from the "
+                       "model for those classes unless --data gives real ones; --eval-data is only for reporting.")
+    r.add_argument("--model", required=True, help="zoo name or path/to/file.py:factory")
+    r.add_argument("--weights", required=True, help="model weights (.safetensors or a torch state_dict)")
+    r.add_argument("--classes", required=True, type=lambda s: [int(v) for v in s.split(",")],
+                   help="the user's classes, comma-separated indices, e.g. 0,1,2")
+    r.add_argument("--nm", default="2:4", help="N:M fine-grained sparsity along input channels (default 2:4)")
+    r.add_argument("--block", type=int, default=16, help="block side B of the block sparsity (default 16)")
+    r.add_argument("--block-sparsity", type=float, default=0.5,
+                   help="final share of blocks removed in the block-pruned layers (default 0.5)")
+    r.add_argument("--steps", type=int, default=5, help="block-sparsity increments (default 5)")
+    r.add_argument("--iterations", type=int, default=100,
+                   help="fine-tuning iterations per phase; phases = steps + 2 (default 100)")
+    r.add_argument("--budget", help="wall-clock for all fine-tuning instead of --iterations, e.g. 10m")
+    r.add_argument("--saliency", choices=["crisp", "magnitude"], default="crisp",
+                   help="crisp: class-aware |W x grad| (default); magnitude: |W|, class-agnostic ablation")
+    r.add_argument("--lr", type=float, default=0.003, help="fine-tuning learning rate, SGD + cosine (default 0.003)")
+    r.add_argument("--samples-per-class", type=int, default=128, help="images per user class (default 128)")
+    r.add_argument("--data", default="synthetic",
+                   help="'synthetic' (default: inverted from the model, no real data), real labelled data (npz / "
+                        "folder: only the user's classes are used), or a calib.safetensors an earlier run saved")
+    r.add_argument("--eval-data", help="held-out npz / folder / mnist5k:test, for reporting only")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--out", required=True, help="run directory")
+    r.add_argument("--quiet", action="store_true")
+    _model_args(r)
+
     w = sub.add_parser("sweep", help="accuracy vs FPGA MAC cost over weight x activation formats x algorithms",
                        description="Quantize the model with every weight/activation format pair (3-8 bits, integer "
                        "and minifloat splits) and algorithm set, evaluate it, and plot accuracy against the LUTs of "
@@ -291,6 +321,25 @@ def _quantize(a: argparse.Namespace) -> None:
           f"{r['size']['compression']:.1f}x smaller; run directory {a.out}")
 
 
+def _prune(a: argparse.Namespace) -> None:
+    from datafree.api import prune
+
+    n, _, m = a.nm.partition(":")
+    if not (n.isdigit() and m.isdigit()):
+        raise DatafreeError(f"--nm must look like 2:4, got '{a.nm}'")
+    res = prune(a.model, classes=a.classes, weights=a.weights, data=a.data, eval_data=a.eval_data, out=a.out,
+                num_classes=a.num_classes, input_shape=a.input_shape, mean=a.mean, std=a.std, seed=a.seed,
+                progress=not a.quiet, n=int(n), m=int(m), block=a.block, block_sparsity=a.block_sparsity,
+                steps=a.steps, iterations=a.iterations, budget=a.budget, saliency=a.saliency, lr=a.lr,
+                samples_per_class=a.samples_per_class)
+    r = res.report
+    acc = ""
+    if "accuracy" in r["pruned"]:
+        acc = f", user-class accuracy {r['pruned']['accuracy']:.4f} (dense {r['dense']['accuracy']:.4f})"
+    print(f"done: {100 * r['sparsity']['sparsity']:.1f} % of the weights zero, {r['macs']['mac_reduction']:.2f}x fewer "
+          f"non-zero MACs{acc}; run directory {a.out}")
+
+
 def _bits(s: str) -> tuple[int, ...]:
     if "-" in s:
         lo, hi = s.split("-")
@@ -333,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
             _quantize(args)
         elif args.cmd == "sweep":
             _sweep(args)
+        elif args.cmd == "prune":
+            _prune(args)
         elif args.cmd == "condense":
             _condense(args)
         elif args.cmd == "demo":

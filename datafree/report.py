@@ -147,3 +147,56 @@ def save_grid(ds, path, per_row: int | None = None) -> bool:
                 ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
     save_figure(fig, path, pad=0.1)
     return True
+
+
+def write_prune_report(run: RunDir, report: dict, history: list[dict]) -> None:
+    """report.json + report.md + pruning.png (accuracy on the user's classes and density per phase)."""
+    run.save_json("report.json", report)
+    has_plot = _plot_pruning(history, run.file("pruning.png"))
+    cfg, sp, mac, st = report["config"], report["sparsity"], report["macs"], report["storage"]
+    d, p = report.get("dense", {}), report.get("pruned", {})
+    lines = [f"# datafree prune: {report['model']} for classes {report['classes']}", "",
+             f"- method: {report['kind']}; pattern {cfg['n']}:{cfg['m']} inside {cfg['block']}x{cfg['block']} "
+             f"blocks, block sparsity target {cfg['block_sparsity']:.2f} in {cfg['steps']} steps, saliency "
+             f"{cfg['saliency']}",
+             f"- data used by the method: **{report['data']}**",
+             f"- held-out data (reporting only): {report.get('eval_data') or 'none'}", ""]
+    if "accuracy" in p:
+        lines += ["| model | user classes | among user classes only | other classes |", "|---|---:|---:|---:|"]
+        for name, r in (("dense", d), ("pruned", p)):
+            lines.append(f"| {name} | {100 * r['accuracy']:.2f} % | {100 * r['accuracy_among_user_classes']:.2f} % | "
+                         + (f"{100 * r['accuracy_other_classes']:.2f} % |" if "accuracy_other_classes" in r else "- |"))
+        lines.append("")
+    lines += [f"- weights (Conv2d/Linear): {sp['weights']:,}, {100 * sp['sparsity']:.1f} % zero",
+              f"- MACs per image: {mac['dense_macs']:,} dense, {mac['nonzero_macs']:,} with a non-zero weight "
+              f"({mac['mac_reduction']:.2f}x fewer; needs a kernel or accelerator that skips the pattern - "
+              "PyTorch's dense CPU kernels do not)",
+              f"- storage: {st['dense_bytes']:,} B dense fp32, {st['compressed_bytes']:,} B as values + N:M indices "
+              f"+ block map ({st['compression']:.2f}x)",
+              f"- time: data {report['data_s']:.0f} s, pruning and fine-tuning {report['prune_s']:.0f} s", ""]
+    if has_plot:
+        lines += ["![accuracy and density per phase](pruning.png)", ""]
+    atomic_write_text(run.file("report.md"), "\n".join(lines))
+
+
+def _plot_pruning(history: list[dict], path) -> bool:
+    rows = [h for h in history if "accuracy" in h]
+    if not rows:
+        return False
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(6.5, 3.8), dpi=110)
+    ph = [h["phase"] for h in rows]
+    ax.plot(ph, [100 * h["accuracy"] for h in rows], marker="o", label="accuracy, user classes (%)")
+    ax.plot(ph, [100 * h["pruned_layer_density"] for h in rows], marker="s", label="density of pruned layers (%)")
+    ax.set_xlabel("phase (0: dense fine-tuning, 1: N:M, then block steps)")
+    ax.set_title("CRISP: accuracy and density per phase")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+    return True

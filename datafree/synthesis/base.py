@@ -196,6 +196,7 @@ class TeacherInverter:
                  bn_momentum: float = 0.0, bf16: bool | str = "auto", channels_last: bool = False,
                  fused: bool = True) -> None:
         self.teacher, self.num_classes = teacher.eval(), num_classes
+        self.target_classes: torch.Tensor | None = None  # invert only these classes (None: all)
         self.mean, self.std, self.channels_last = mean, std, channels_last
         self.bf16 = resolve_bf16(bf16)  # auto: only where the CPU runs bf16 fast (datafree.precision)
         for p in teacher.parameters():
@@ -266,7 +267,8 @@ class TeacherInverter:
 
     def balanced_targets(self, n: int) -> torch.Tensor:
         """Class-balanced target classes in random order (class balance by construction)."""
-        t = torch.arange(n) % self.num_classes
+        pool = self.target_classes if self.target_classes is not None else torch.arange(self.num_classes)
+        t = pool[torch.arange(n) % len(pool)]
         return t[torch.randperm(n)]
 
 

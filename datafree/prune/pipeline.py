@@ -1,0 +1,170 @@
+"""``datafree.prune``: the data, the evaluation, the run directory and the report around a pruner."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import time
+
+import torch
+from torch import nn
+
+from datafree.config import to_dict
+from datafree.errors import DatafreeError
+from datafree.evaluate import evaluate
+from datafree.prune import build_pruner, make_pruner_config
+from datafree.prune.crisp import sparsity_stats
+from datafree.prune.sparsity import gemm_view, is_nm
+
+
+@dataclasses.dataclass
+class PruneResult:
+    model: nn.Module  # the pruned model (plain modules, zeros in the pattern)
+    report: dict
+    history: list[dict]
+    run_dir: str | None = None
+
+
+def _class_split(x: torch.Tensor, y: torch.Tensor, classes: list[int]) -> dict:
+    keep = torch.isin(y, torch.tensor(classes))
+    return {"user": (x[keep], y[keep]), "other": (x[~keep], y[~keep])}
+
+
+@torch.no_grad()
+def class_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, classes: list[int]) -> dict:
+    """On held-out images: accuracy on the user's classes (argmax over all classes, and over the user's
+    classes only - the deployed model's decision) and on the other classes."""
+    split = _class_split(x, y, classes)
+    out = {}
+    ux, uy = split["user"]
+    if len(ux):
+        out["accuracy"] = evaluate(model, ux, uy)["accuracy"]
+        model.eval()
+        logits = torch.cat([model(ux[i:i + 500]) for i in range(0, len(ux), 500)])
+        cls = torch.tensor(classes)
+        out["accuracy_among_user_classes"] = float((cls[logits[:, cls].argmax(1)] == uy).float().mean())
+    ox, oy = split["other"]
+    if len(ox):
+        out["accuracy_other_classes"] = evaluate(model, ox, oy)["accuracy"]
+    return out
+
+
+def mac_counts(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
+    """Multiply-accumulates per image of every Conv2d/Linear: all of them and those with a non-zero weight
+    (what a sparse kernel or accelerator that skips the pattern's zeros executes)."""
+    dense = nonzero = 0
+
+    def hook(mod, args, out):
+        nonlocal dense, nonzero
+        pos = out[0, 0].numel() if out.ndim == 4 else 1
+        dense += pos * mod.weight.numel()
+        nonzero += pos * int((mod.weight != 0).sum())
+
+    hs = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        for h in hs:
+            h.remove()
+        model.train(was)
+    return {"dense_macs": dense, "nonzero_macs": nonzero, "mac_reduction": dense / max(1, nonzero)}
+
+
+def storage(model: nn.Module, n: int, m: int, block: int) -> dict:
+    """Bytes of the Conv2d/Linear weights: dense fp32, and a compressed layout - fp32 values of the kept
+    weights, ceil(log2 M) index bits per kept value in N:M layers, a 1-bit map per block elsewhere."""
+    dense = comp = 0.0
+    for mod in model.modules():
+        if not isinstance(mod, (nn.Conv2d, nn.Linear)):
+            continue
+        w = mod.weight.detach()
+        dense += 4 * w.numel()
+        nnz = int((w != 0).sum())
+        if nnz == w.numel():
+            comp += 4 * w.numel()
+            continue
+        g = gemm_view(w)
+        meta_bits = nnz * math.ceil(math.log2(m)) if w.shape[1] % m == 0 and is_nm(w, n, m) else 0
+        tiled = g.shape[0] % block == 0 and g.shape[1] % block == 0
+        blocks = (g.shape[0] // block) * (g.shape[1] // block) if tiled else 0
+        comp += 4 * nnz + (meta_bits + blocks) / 8
+    return {"dense_bytes": int(dense), "compressed_bytes": int(comp), "compression": dense / max(1.0, comp)}
+
+
+def prune(model: nn.Module | str, *, classes: list[int] | None = None, method: str = "crisp",
+          weights: str | None = None, data=None, eval_data=None, out: str | None = None,
+          num_classes: int | None = None, input_shape=None, mean=None, std=None, seed: int = 0,
+          progress: bool = True, **options) -> PruneResult:
+    """Prune ``model`` for the user's ``classes`` (CRISP: hybrid N:M + block sparsity; ``options`` are
+    ``CRISPConfig`` fields).  ``data``: None / "synthetic" (default: images inverted from the model for
+    those classes - data-free), or real labelled data (npz / folder), of which only the user's classes are
+    used.  ``eval_data`` is only used to report accuracy, never to choose anything."""
+    from datafree.api import _calibration_data, _eval_tensors, _save_calibration, as_model, check_model, machine_info
+    from datafree.models import model_meta
+    from datafree.run import RunDir
+
+    model = as_model(model, weights, num_classes).eval()
+    meta = model_meta(model, input_shape, num_classes, mean, std)
+    check_model(model, meta, "model")
+    classes = sorted(set(range(meta.num_classes) if classes is None else (int(c) for c in classes)))
+    if not classes or classes[0] < 0 or classes[-1] >= meta.num_classes:
+        raise DatafreeError(f"--classes must be class indices in 0..{meta.num_classes - 1}, got {classes}")
+    cfg = make_pruner_config(method, **{**options, "classes": classes, "seed": seed})
+    run = RunDir(out) if out else None
+    ex, ey = _eval_tensors(eval_data, meta)  # bad held-out data fails before minutes of synthesis
+    t0 = time.time()
+    n_images = cfg.samples_per_class * len(classes)
+    if data is None or data == "synthetic":
+        from datafree.quant.calib import synthetic_calibration
+
+        x = synthetic_calibration(model, meta.input_shape, meta.num_classes, n_images, meta.mean, meta.std,
+                                  seed=seed, progress=progress, classes=classes, oh=10.0)
+        desc = (f"synthetic: {len(x)} images inverted from the model for classes {classes} (BN statistics + "
+                "class term x10, DeepInversion); no real image")
+    elif isinstance(data, (str, os.PathLike)) and str(data).endswith(".safetensors"):
+        x, desc = _calibration_data(data, model, meta, n_images, seed, progress)
+    else:
+        from datafree.data.loaders import load_dataset
+
+        ds = load_dataset(str(data)) if isinstance(data, (str, os.PathLike)) else data
+        keep = torch.isin(ds.y, torch.tensor(classes))
+        if not keep.any():
+            raise DatafreeError(f"{data} holds no image of classes {classes}")
+        sub = dataclasses.replace(ds, x=ds.x[keep], y=ds.y[keep])
+        x, desc = _calibration_data(sub, model, meta, n_images, seed, progress)
+        desc += f" (classes {classes} only)"
+    t_data = time.time() - t0
+    if run:
+        _save_calibration(run, x, desc)
+        run.write_config({"prune": method, method: to_dict(cfg), "model": meta.name, "weights": weights,
+                          "data": desc, "eval_data": str(eval_data) if eval_data is not None else None})
+        run.reset_metrics()
+    teacher = copy.deepcopy(model).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    dense_eval = class_accuracy(teacher, ex, ey, classes) if ex is not None else {}
+
+    def ev(m: nn.Module) -> dict:
+        return class_accuracy(m, ex, ey, classes) if ex is not None else {}
+
+    t1 = time.time()
+    pruned, history = build_pruner(method, cfg).prune(model, teacher, x, ev, run.log_metrics if run else None,
+                                                      progress)
+    report = {"kind": f"class-aware pruning ({method})", "model": meta.name, "classes": classes,
+              "config": to_dict(cfg), "data": desc, "data_s": round(t_data, 1),
+              "prune_s": round(time.time() - t1, 1), "eval_data": str(eval_data) if eval_data is not None else None,
+              "dense": dense_eval, "pruned": history[-1] if history else {},
+              "sparsity": sparsity_stats(pruned), "macs": mac_counts(pruned, meta.input_shape),
+              "storage": storage(pruned, cfg.n, cfg.m, cfg.block), "machine": machine_info()}
+    if run:
+        run.save_weights(pruned, "pruned.safetensors", {"arch": meta.name, "pattern": f"{cfg.n}:{cfg.m} + "
+                         f"{cfg.block}x{cfg.block} blocks", "classes": ",".join(map(str, classes))})
+        from datafree.report import write_prune_report
+
+        write_prune_report(run, report, history)
+    return PruneResult(pruned, report, history, str(run.path) if run else None)
