@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--iterations", type=int, default=150, help="fine-tuning iterations per phase")
+    ap.add_argument("--images", help="a calib.safetensors of an earlier run of this benchmark: its inverted images "
+                    "instead of inverting the model again (they take ~8 min)")
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     a = ap.parse_args()
     if not SHARED.is_dir():
@@ -49,7 +51,7 @@ def main() -> None:
     classes = sorted(random.Random(0).sample(range(10), 3))
     out = Path(a.out)
     rows = {}
-    data = None  # the first variant inverts the model; the others reuse its images (calib.safetensors)
+    data = a.images  # None: the first variant inverts the model; the others reuse its images
     for name in a.variants.split(","):
         if name not in VARIANTS:
             sys.exit(f"unknown variant {name}; choose from {list(VARIANTS)}")

@@ -22,6 +22,13 @@ def _shape(s: str) -> tuple[int, ...]:
     return shape
 
 
+def _ints(s: str) -> list[int]:
+    try:
+        return [int(v) for v in s.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 0,6,9, got '{s}'") from None
+
+
 def _floats(s: str) -> tuple[float, ...]:
     return tuple(float(v) for v in s.split(","))
 
@@ -192,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "model for those classes unless --data gives real ones; --eval-data is only for reporting.")
     r.add_argument("--model", required=True, help="zoo name or path/to/file.py:factory")
     r.add_argument("--weights", required=True, help="model weights (.safetensors or a torch state_dict)")
-    r.add_argument("--classes", required=True, type=lambda s: [int(v) for v in s.split(",")],
+    r.add_argument("--classes", required=True, type=_ints,
                    help="the user's classes, comma-separated indices, e.g. 0,1,2")
     r.add_argument("--nm", default="2:4", help="N:M fine-grained sparsity along input channels (default 2:4)")
     r.add_argument("--block", type=int, default=16, help="block side B of the block sparsity (default 16)")
@@ -206,12 +213,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="crisp: class-aware |W x grad| (default); magnitude: |W|, class-agnostic ablation")
     r.add_argument("--lr", type=float, default=0.003, help="fine-tuning learning rate, SGD + cosine (default 0.003)")
     r.add_argument("--samples-per-class", type=int, default=128, help="images per user class (default 128)")
+    r.add_argument("--prune-opt", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+                   help="any other CRISP option, repeatable: kd_weight, temperature, batch_size, momentum, "
+                        "weight_decay, srste_decay, bn_recalibrate=false, skip='[\"fc\"]' (layers left dense)")
     r.add_argument("--data", default="synthetic",
                    help="'synthetic' (default: inverted from the model, no real data), real labelled data (npz / "
                         "folder: only the user's classes are used), or a calib.safetensors an earlier run saved")
     r.add_argument("--eval-data", help="held-out npz / folder / mnist5k:test, for reporting only")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--out", required=True, help="run directory")
+    r.add_argument("--resume", action="store_true", help="continue an interrupted run in --out after its last "
+                   "finished phase (even after kill -9), with the images it saved")
     r.add_argument("--quiet", action="store_true")
     _model_args(r)
 
@@ -327,11 +339,12 @@ def _prune(a: argparse.Namespace) -> None:
     n, _, m = a.nm.partition(":")
     if not (n.isdigit() and m.isdigit()):
         raise DatafreeError(f"--nm must look like 2:4, got '{a.nm}'")
+    opts = {"n": int(n), "m": int(m), "block": a.block, "block_sparsity": a.block_sparsity, "steps": a.steps,
+            "iterations": a.iterations, "budget": a.budget, "saliency": a.saliency, "lr": a.lr,
+            "samples_per_class": a.samples_per_class, **dict(a.prune_opt)}
     res = prune(a.model, classes=a.classes, weights=a.weights, data=a.data, eval_data=a.eval_data, out=a.out,
                 num_classes=a.num_classes, input_shape=a.input_shape, mean=a.mean, std=a.std, seed=a.seed,
-                progress=not a.quiet, n=int(n), m=int(m), block=a.block, block_sparsity=a.block_sparsity,
-                steps=a.steps, iterations=a.iterations, budget=a.budget, saliency=a.saliency, lr=a.lr,
-                samples_per_class=a.samples_per_class)
+                progress=not a.quiet, resume=a.resume, **opts)
     r = res.report
     acc = ""
     if "accuracy" in r["pruned"]:

@@ -192,3 +192,34 @@ def test_cli_prune_with_real_data_and_bad_input(tmp_path, capsys):
     assert len(err) == 1 and "--classes" in err[0]
     assert main([*common, "--classes", "0", "--nm", "2-4", "--out", str(tmp_path / "bad2")]) == 2
     assert "--nm" in capsys.readouterr().err
+
+
+def test_resume_after_any_phase_reproduces_the_uninterrupted_weights():
+    teacher = trained_tiny_teacher()
+    x, y = _task()
+    xu = x[y < 2][:96]
+    cfg = _crisp(steps=2, iterations=6)
+    states: list[dict] = []
+    torch.manual_seed(0)
+    full, hist = CRISP(cfg).prune(copy.deepcopy(teacher), teacher, xu, progress=False,
+                                  checkpoint=lambda st: states.append(copy.deepcopy(st)))
+    assert [s["phase"] for s in states] == [0, 1, 2, 3]
+    for st in states[:-1]:  # as if killed right after that phase's checkpoint
+        resumed, rhist = CRISP(cfg).prune(copy.deepcopy(teacher), teacher, xu, progress=False, state=st)
+        for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+            assert torch.equal(a, b)
+        assert [h["loss"] for h in rhist] == [h["loss"] for h in hist]
+
+
+def test_prune_api_resume_continues_and_refuses_other_settings(tmp_path):
+    teacher = trained_tiny_teacher()
+    out = str(tmp_path / "p")
+    kw = {"classes": [0, 1], "input_shape": (3, 8, 8), "num_classes": 4, "progress": False, "block": 8,
+          "steps": 1, "iterations": 4, "samples_per_class": 16, "lr": 0.002}
+    first = prune(teacher, out=out, **kw)
+    again = prune(teacher, out=out, resume=True, **kw)  # every phase done: nothing left but the report
+    for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert len((tmp_path / "p" / "metrics.jsonl").read_text().splitlines()) == 3
+    with pytest.raises(DatafreeError, match="other settings"):
+        prune(teacher, out=out, resume=True, **{**kw, "block_sparsity": 0.25})

@@ -19,7 +19,7 @@ from datafree.prune.sparsity import gemm_view, is_nm, nm_mask
 
 class Pruner(Protocol):
     def prune(self, model: nn.Module, teacher: nn.Module, x: torch.Tensor, evaluate=None, log=None,
-              progress: bool = True) -> tuple[nn.Module, list[dict]]: ...
+              progress: bool = True, checkpoint=None, state: dict | None = None) -> tuple[nn.Module, list[dict]]: ...
 
 
 PRUNERS = {"crisp": (CRISPConfig, CRISP)}

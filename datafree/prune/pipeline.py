@@ -99,16 +99,17 @@ def storage(model: nn.Module, n: int, m: int, block: int) -> dict:
 def prune(model: nn.Module | str, *, classes: list[int] | None = None, method: str = "crisp",
           weights: str | None = None, data=None, eval_data=None, out: str | None = None,
           num_classes: int | None = None, input_shape=None, mean=None, std=None, seed: int = 0,
-          progress: bool = True, **options) -> PruneResult:
+          progress: bool = True, resume: bool = False, **options) -> PruneResult:
     """Prune ``model`` for the user's ``classes`` (CRISP: hybrid N:M + block sparsity; ``options`` are
     ``CRISPConfig`` fields).  ``data``: None / "synthetic" (default: images inverted from the model for
     those classes - data-free), or real labelled data (npz / folder), of which only the user's classes are
-    used.  ``eval_data`` is only used to report accuracy, never to choose anything."""
+    used.  ``eval_data`` is only used to report accuracy, never to choose anything.  ``resume``: continue
+    the run in ``out`` after its last finished phase (a checkpoint is written after every phase)."""
     from datafree.api import _calibration_data, _eval_tensors, _save_calibration, as_model, check_model, machine_info
     from datafree.models import model_meta
     from datafree.run import RunDir
 
-    model = as_model(model, weights, num_classes).eval()
+    model = copy.deepcopy(as_model(model, weights, num_classes)).eval()  # the caller's module stays dense
     meta = model_meta(model, input_shape, num_classes, mean, std)
     check_model(model, meta, "model")
     classes = sorted(set(range(meta.num_classes) if classes is None else (int(c) for c in classes)))
@@ -117,6 +118,13 @@ def prune(model: nn.Module | str, *, classes: list[int] | None = None, method: s
     cfg = make_pruner_config(method, **{**options, "classes": classes, "seed": seed})
     run = RunDir(out) if out else None
     ex, ey = _eval_tensors(eval_data, meta)  # bad held-out data fails before minutes of synthesis
+    state = run.load_checkpoint() if run and resume else None
+    if state is not None:
+        if state.get("config") != to_dict(cfg):
+            raise DatafreeError(f"the checkpoint in {out} was made with other settings; drop --resume or use "
+                                "another --out")
+        if run.file("calib.safetensors").is_file():
+            data = str(run.file("calib.safetensors"))  # the very images the interrupted run used
     t0 = time.time()
     n_images = cfg.samples_per_class * len(classes)
     if data is None or data == "synthetic":
@@ -144,6 +152,8 @@ def prune(model: nn.Module | str, *, classes: list[int] | None = None, method: s
         run.write_config({"prune": method, method: to_dict(cfg), "model": meta.name, "weights": weights,
                           "data": desc, "eval_data": str(eval_data) if eval_data is not None else None})
         run.reset_metrics()
+        for row in state["history"] if state else []:
+            run.log_metrics(row)
     teacher = copy.deepcopy(model).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -153,8 +163,9 @@ def prune(model: nn.Module | str, *, classes: list[int] | None = None, method: s
         return class_accuracy(m, ex, ey, classes) if ex is not None else {}
 
     t1 = time.time()
+    save = (lambda st: run.save_checkpoint({**st, "config": to_dict(cfg)})) if run else None
     pruned, history = build_pruner(method, cfg).prune(model, teacher, x, ev, run.log_metrics if run else None,
-                                                      progress)
+                                                      progress, checkpoint=save, state=state)
     report = {"kind": f"class-aware pruning ({method})", "model": meta.name, "classes": classes,
               "config": to_dict(cfg), "data": desc, "data_s": round(t_data, 1),
               "prune_s": round(time.time() - t1, 1), "eval_data": str(eval_data) if eval_data is not None else None,
