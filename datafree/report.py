@@ -17,12 +17,8 @@ def plot_runs(histories: dict[str, list[dict]], path, title: str = "held-out acc
     curves = {k: v for k, v in curves.items() if v}
     if not curves:
         return False
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(6.5, 3.8), dpi=110)
     for name, pts in curves.items():
@@ -35,6 +31,18 @@ def plot_runs(histories: dict[str, list[dict]], path, title: str = "held-out acc
         ax.legend(fontsize=8)
     save_figure(fig, path)
     return True
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, or None when matplotlib is not installed (plots are optional)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
 
 
 def save_figure(fig, path, tight: bool = True, pad: float = 1.08) -> None:
@@ -125,12 +133,8 @@ def write_quant_report(run: RunDir, report: dict) -> None:
 
 def save_grid(ds, path, per_row: int | None = None) -> bool:
     """A PNG grid of an ImageSet, one row per class (as DC's visualisations)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     import torch
 
@@ -183,18 +187,14 @@ def _plot_pruning(history: list[dict], path) -> bool:
     rows = [h for h in history if "accuracy" in h]
     if not rows:
         return False
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(6.5, 3.8), dpi=110)
     ph = [h["phase"] for h in rows]
     ax.plot(ph, [100 * h["accuracy"] for h in rows], marker="o", label="accuracy, user classes (%)")
     ax.plot(ph, [100 * h["pruned_layer_density"] for h in rows], marker="s", label="density of pruned layers (%)")
-    ax.set_xlabel("phase (0: dense fine-tuning, 1: N:M, then block steps)")
+    ax.set_xlabel("phase (0: dense, saliency only; 1: N:M; then block steps)")
     ax.set_title("CRISP: accuracy and density per phase")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

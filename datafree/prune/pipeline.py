@@ -13,7 +13,6 @@ from torch import nn
 
 from datafree.config import to_dict
 from datafree.errors import DatafreeError
-from datafree.evaluate import evaluate
 from datafree.prune import build_pruner, make_pruner_config
 from datafree.prune.crisp import sparsity_stats
 from datafree.prune.sparsity import gemm_view, is_nm
@@ -27,27 +26,21 @@ class PruneResult:
     run_dir: str | None = None
 
 
-def _class_split(x: torch.Tensor, y: torch.Tensor, classes: list[int]) -> dict:
-    keep = torch.isin(y, torch.tensor(classes))
-    return {"user": (x[keep], y[keep]), "other": (x[~keep], y[~keep])}
-
-
 @torch.no_grad()
 def class_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, classes: list[int]) -> dict:
     """On held-out images: accuracy on the user's classes (argmax over all classes, and over the user's
-    classes only - the deployed model's decision) and on the other classes."""
-    split = _class_split(x, y, classes)
+    classes only - the deployed model's decision) and on the other classes.  One forward pass per image."""
+    from datafree.quant.calib import run
+
+    cls = torch.tensor(classes)
+    pred_all = run(model, x, 500)
+    user = torch.isin(y, cls)
     out = {}
-    ux, uy = split["user"]
-    if len(ux):
-        out["accuracy"] = evaluate(model, ux, uy)["accuracy"]
-        model.eval()
-        logits = torch.cat([model(ux[i:i + 500]) for i in range(0, len(ux), 500)])
-        cls = torch.tensor(classes)
-        out["accuracy_among_user_classes"] = float((cls[logits[:, cls].argmax(1)] == uy).float().mean())
-    ox, oy = split["other"]
-    if len(ox):
-        out["accuracy_other_classes"] = evaluate(model, ox, oy)["accuracy"]
+    if user.any():
+        out["accuracy"] = int((pred_all[user].argmax(1) == y[user]).sum()) / int(user.sum())
+        out["accuracy_among_user_classes"] = float((cls[pred_all[user][:, cls].argmax(1)] == y[user]).float().mean())
+    if (~user).any():
+        out["accuracy_other_classes"] = int((pred_all[~user].argmax(1) == y[~user]).sum()) / int((~user).sum())
     return out
 
 
@@ -107,6 +100,7 @@ def prune(model: nn.Module | str, *, classes: list[int] | None = None, method: s
     the run in ``out`` after its last finished phase (a checkpoint is written after every phase)."""
     from datafree.api import _calibration_data, _eval_tensors, _save_calibration, as_model, check_model, machine_info
     from datafree.models import model_meta
+    from datafree.quant.calib import _copy_eval
     from datafree.run import RunDir
 
     model = copy.deepcopy(as_model(model, weights, num_classes)).eval()  # the caller's module stays dense
@@ -154,9 +148,7 @@ def prune(model: nn.Module | str, *, classes: list[int] | None = None, method: s
         run.reset_metrics()
         for row in state["history"] if state else []:
             run.log_metrics(row)
-    teacher = copy.deepcopy(model).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
+    teacher = _copy_eval(model)  # the dense model, frozen: labels and KD targets
     dense_eval = class_accuracy(teacher, ex, ey, classes) if ex is not None else {}
 
     def ev(m: nn.Module) -> dict:

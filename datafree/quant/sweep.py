@@ -22,7 +22,7 @@ from datafree.io.atomic import atomic_write_text
 from datafree.progress import Progress
 from datafree.quant import QuantConfig, quantize
 from datafree.quant.formats import Format, IntFormat, MinifloatFormat, format_splits
-from datafree.report import save_figure
+from datafree.report import pyplot, save_figure
 
 FIELDS = ["weights", "activations", "w_bits", "a_bits", "algorithms", "accuracy", "luts", "ffs", "depth",
           "acc_bits", "quantized_bytes", "seconds", "pareto"]
@@ -97,12 +97,8 @@ def _write(rows: list[dict], path: Path) -> None:
 
 
 def plot_pareto(rows: list[dict], path: str | os.PathLike, title: str) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
     groups = {"int x int": [], "minifloat x minifloat": [], "mixed": []}
