@@ -2,10 +2,12 @@
 
     python benchmarks/cifar10_crisp.py            # every variant (~50 min on a 2-core CPU)
     python benchmarks/cifar10_crisp.py --resume   # reuse variants already finished (runs/bench_cifar10_crisp/)
+    python benchmarks/cifar10_crisp.py --seed 1   # another draw of classes, images and fine-tuning order
 
-The user's classes are 3 of the 10, drawn once with random.Random(0) (CRISP draws them at random too).
+The user's classes are 3 of the 10, drawn with random.Random(seed) (CRISP draws them at random too); the seed
+also seeds the inversion and the fine-tuning.  Seed 0 writes cifar10_crisp.json, seed s cifar10_crisp_seed{s}.json.
 Every variant prunes the verified ResNet-56 to 2:4 sparsity inside 16x16 blocks, fine-tunes with SR-STE and
-KD from the dense model, on the same images: 256 per user class inverted from the model itself (BN
+KD from the dense model, on the same images: 128 per user class inverted from the model itself (BN
 statistics, DeepInversion) - no real image.  Variants:
 - ``crisp``: class-aware saliency |W x grad|, block sparsity 0.5 (pruned-layer density ~25 %);
 - ``magnitude``: the same pattern, schedule and fine-tuning with |W| saliency (class-agnostic ablation);
@@ -38,7 +40,8 @@ VARIANTS = {
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="runs/bench_cifar10_crisp")
+    ap.add_argument("--seed", type=int, default=0, help="draws the user's classes and seeds the runs (default 0)")
+    ap.add_argument("--out", help="run dirs (default runs/bench_cifar10_crisp, with _seed{s} for seed s > 0)")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--iterations", type=int, default=150, help="fine-tuning iterations per phase")
@@ -48,8 +51,9 @@ def main() -> None:
     a = ap.parse_args()
     if not SHARED.is_dir():
         sys.exit(f"benchmark needs ../shared beside the repo (looked in {SHARED})")
-    classes = sorted(random.Random(0).sample(range(10), 3))
-    out = Path(a.out)
+    classes = sorted(random.Random(a.seed).sample(range(10), 3))
+    suffix = f"_seed{a.seed}" if a.seed else ""
+    out = Path(a.out or f"runs/bench_cifar10_crisp{suffix}")
     rows = {}
     data = a.images  # None: the first variant inverts the model; the others reuse its images
     for name in a.variants.split(","):
@@ -61,7 +65,7 @@ def main() -> None:
         else:
             print(f"== {name}", flush=True)
             rows[name] = prune("resnet56", classes=classes, weights=str(SHARED / "models/cifar10/resnet56.pt"),
-                               data=data, eval_data=str(SHARED / "data/cifar10/test.npz"), out=str(run), seed=0,
+                               data=data, eval_data=str(SHARED / "data/cifar10/test.npz"), out=str(run), seed=a.seed,
                                iterations=a.iterations, **VARIANTS[name]).report
             rows[name]["commit"] = _git_commit()
             (run / "report.json").write_text(json.dumps(rows[name], indent=2) + "\n")
@@ -77,12 +81,12 @@ def main() -> None:
                      f"{r['storage']['compression']:.2f}x | {r['prune_s']:.0f} |")
     print("\n".join(table))
     res = {"benchmark": "cifar10_crisp", "model": "resnet56 (../shared/models/cifar10/resnet56.pt)",
-           "classes": classes,
+           "classes": classes, "seed": a.seed,
            "results": {k: {kk: v for kk, v in r.items() if kk != "machine"} for k, r in rows.items()},
            "table": "\n".join(table), "machine": machine_info(),
            "command": "python " + " ".join(shlex.quote(s) for s in sys.argv)}
     Path(a.results).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(a.results) / "cifar10_crisp.json", json.dumps(res, indent=2) + "\n")
+    atomic_write_text(Path(a.results) / f"cifar10_crisp{suffix}.json", json.dumps(res, indent=2) + "\n")
 
 
 if __name__ == "__main__":
