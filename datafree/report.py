@@ -113,6 +113,11 @@ def write_quant_report(run: RunDir, report: dict) -> None:
                   f"| FP32 | {100 * fp:.2f} % | {report['size']['fp32_bytes'] / 1e6:.3f} MB |",
                   f"| quantized | {100 * acc:.2f} % ({100 * (acc - fp):+.2f} pt) | "
                   f"{report['size']['quantized_bytes'] / 1e6:.3f} MB ({report['size']['compression']:.1f}x) |", ""]
+    z = report.get("weight_zeros") or {}
+    if z.get("fp32_zeros_kept") is not None and z["fp32"] >= 0.01:  # a pruned model
+        lines.append(f"- sparsity: {100 * z['fp32']:.1f} % of the weights were zero, "
+                     f"{100 * z['fp32_zeros_kept']:.2f} % of them still are; {100 * z['quantized']:.1f} % zero "
+                     "after quantization")
     if report.get("mac"):
         m = report["mac"]
         lines.append(f"- one MAC ({m['weights']} x {m['activations']}), Yosys LUT-6 synthesis: {m['luts']} LUTs, "

@@ -3,6 +3,7 @@ claims, the pipeline and its CLI, INT8 ONNX export, the Verilog MACs and the swe
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import shutil
@@ -422,3 +423,33 @@ def test_compiled_minifloat_rounding_matches_the_exact_one():
         exact = f.round(x.double()).float()  # float64 input: the eager path
         assert torch.equal(fast(x, f.m, f.min_normal_exp, f.max_value), exact), name
         assert torch.equal(f.round(x), exact), name  # what the quantizer calls on a large tensor
+
+
+def test_int_neighbours_are_equal_on_the_grid():
+    lo, hi = IntFormat(4).neighbours(torch.tensor([0.0, 1.5, -2.0, 9.0]))
+    assert lo.tolist() == [0, 1, -2, 7] and hi.tolist() == [0, 2, -2, 7]
+
+
+@pytest.mark.parametrize("algo", ["rtn", "gptq", "adaround"])
+def test_quantization_keeps_a_pruned_models_zeros(algo):
+    """Half the weights of every layer are zero (a pruned model): each algorithm must keep them zero -
+    GPTQ's error updates and AdaRound's rounding up would otherwise fill them."""
+    teacher, _, x = _tiny_setup()
+    sparse = copy.deepcopy(teacher)
+    with torch.no_grad():
+        for m in sparse.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.mul_(m.weight.abs() > m.weight.abs().median())
+    algos = [] if algo == "rtn" else [algo]
+    opts = {"adaround": {"iters": 200, "batch": 64}}
+    _, info = quantize(sparse, QuantConfig(weights="int3", activations="int8", algorithms=algos, options=opts), x,
+                       progress=False)
+    z = info["weight_zeros"]
+    assert z["fp32"] > 0.45 and z["fp32_zeros_kept"] == 1.0 and z["quantized"] >= z["fp32"]
+    _, dense = quantize(teacher, QuantConfig(weights="int3", activations="int8"), x, progress=False)
+    assert dense["weight_zeros"]["fp32"] == 0 and dense["weight_zeros"]["fp32_zeros_kept"] is None
+    if algo == "gptq":  # without the mask, GPTQ's updates fill the pruned positions
+        _, off = quantize(sparse, QuantConfig(weights="int3", activations="int8", algorithms=["gptq"],
+                                              options={"gptq": {"keep_zeros": False}}), x, progress=False)
+        assert off["weight_zeros"]["fp32_zeros_kept"] < 1
+        assert info["steps"]["gptq"]["gptq_error_vs_rtn"] < 1  # the masked GPTQ still beats round-to-nearest

@@ -14,6 +14,17 @@ Deviations for a CPU budget: the budget is wall-clock (iterations as an option; 
 real batches of 64 per class (paper: 256), and the real embeddings run under bf16 autocast (they need
 no gradient) where the CPU runs it fast (``bf16="auto"``, datafree.precision).  The output is clipped to
 [0, 1] and stored as uint8, the npz format of ../shared/data.
+
+At ipc 1 the images become a periodic texture (one 8-pixel cell tiled: a single image matches its class's mean
+embedding at each of the 4 x 4 cells of the embedding map), and the export clips about half of their pixels
+(49 % at 0 or 255 in the 25-minute CIFAR-10 set, against 5 % at ipc 10 and 1 % in real images).  Projecting the
+images onto [0, 1] after every step (projected SGD, so the optimiser sees what is stored) was probed and not
+taken.  The probe ran 150 iterations at ipc 1 on CIFAR-10 and scored the *stored* images by two measures: the DM
+loss under 10 held-out random nets against 256 real images per class, and how many of the 10 labels the resnet56
+teacher reads.  Plain lr 1: 863 and 1 of 10, with 32 % of pixels clipped.  Projected, lr 1 / 0.3 / 0.1:
+827 / 824 / 925 and 2 / 1 / 6 of 10.  Every setting that lowers the DM loss turns the images into texture; the
+teacher reads only the ones DM has barely moved.  On the unit tests' toy task, the projection raised the stored
+loss (182 against 147).
 """
 
 from __future__ import annotations

@@ -113,6 +113,18 @@ def weight_bits(model: nn.Module) -> dict:
     return {"quantized_bytes": total / 8, "fp32_bytes": (fp32 + rest) / 8, "compression": (fp32 + rest) / max(1, total)}
 
 
+def weight_zeros(model: nn.Module, before: dict[str, torch.Tensor]) -> dict:
+    """Shares of zero weights before (``before``: masks by layer name) and after quantization, and the share
+    of the former that are still zero (1.0: the quantizer kept a pruned model's sparsity)."""
+    n = z0 = z1 = kept = 0
+    for m in quant_layers(model):
+        q, b = m.weight_q.detach() == 0, before.get(m.name)
+        n, z1 = n + q.numel(), z1 + int(q.sum())
+        if b is not None:
+            z0, kept = z0 + int(b.sum()), kept + int((q & b).sum())
+    return {"fp32": z0 / max(1, n), "quantized": z1 / max(1, n), "fp32_zeros_kept": kept / z0 if z0 else None}
+
+
 def quantize(model: nn.Module, cfg: QuantConfig, calib: torch.Tensor, progress: bool = True) -> tuple[nn.Module, dict]:
     """A fake-quantized copy of ``model`` (BN folded) and what each step did; ``calib`` is calibration data
     in the model's input space (N x C x H x W)."""
@@ -120,6 +132,7 @@ def quantize(model: nn.Module, cfg: QuantConfig, calib: torch.Tensor, progress: 
     w, a, edge = cfg.specs()
     torch.manual_seed(0)
     qmodel = prepare(model, w, a, edge)
+    zeros = {m.name: m.weight.detach() == 0 for m in quant_layers(qmodel)}  # a pruned model's mask (BN-folded)
     info: dict = {"algorithms": algos, "steps": {}}
     if cfg.quantize_residuals:
         info["quantized_residual_inputs"] = quantize_residuals(qmodel)
@@ -143,6 +156,7 @@ def quantize(model: nn.Module, cfg: QuantConfig, calib: torch.Tensor, progress: 
         qmodel = share_input_quantizers(qmodel)
     info["seconds"] = round(time.perf_counter() - t0, 2)
     info["size"] = weight_bits(qmodel)
+    info["weight_zeros"] = weight_zeros(qmodel, zeros)
     info["layers"] = [{"name": m.name, "weights": as_saturating(m.w_spec.fmt).name,
                        "activations": m.a_fmt.name if m.a_fmt is not None else None} for m in quant_layers(qmodel)]
     return qmodel, info

@@ -68,8 +68,7 @@ class IntFormat:
 
     def neighbours(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The grid points just below and above x (equal when x is on the grid), clamped to the range."""
-        lo = torch.floor(x).clamp(self.qmin, self.qmax)
-        return lo, (lo + 1).clamp(self.qmin, self.qmax)
+        return torch.floor(x).clamp(self.qmin, self.qmax), torch.ceil(x).clamp(self.qmin, self.qmax)
 
 
 @dataclass(frozen=True)

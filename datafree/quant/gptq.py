@@ -11,6 +11,11 @@ order of decreasing H_jj; scales (per channel or per group) are fixed from the o
 before the first column ("static groups"), so act-order and groups combine.  Q is round-to-nearest on
 the layer's own format - the integer grid or the minifloat grid - with its scale, which is all the
 adaptation minifloats need (as in Brevitas' GPTQ for minifloats).
+
+Sparse weights (``keep_zeros``, on by default): a weight that is exactly zero - a pruned model's, e.g. CRISP's
+2:4 + blocks - is quantized to zero whatever error has reached it, and that error is spread over the
+columns not yet quantized like any other (the fixed-mask form of SparseGPT, Frantar & Alistarh, ICML 2023,
+Algorithm 1).  Without it, the error updates would fill the pruned positions and undo the sparsity.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ class GPTQConfig:
     act_order: bool = True
     block_size: int = 128
     batch_size: int = 128
+    keep_zeros: bool = True  # weights that are exactly zero stay zero (a pruned model keeps its sparsity)
 
 
 def _columns(layer: QuantLayer, x: torch.Tensor) -> torch.Tensor:
@@ -55,8 +61,9 @@ def hessian(layer: QuantLayer, x: torch.Tensor, batch_size: int = 128) -> torch.
 
 
 def gptq_weight(w2: torch.Tensor, h: torch.Tensor, quant, damp: float = 0.01, act_order: bool = True,
-                block_size: int = 128) -> torch.Tensor:
-    """Algorithm 1 on a (rows x cols) weight with Hessian ``h``; ``quant(col, j)`` quantizes column j."""
+                block_size: int = 128, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """Algorithm 1 on a (rows x cols) weight with Hessian ``h``; ``quant(col, j)`` quantizes column j;
+    where the boolean ``keep`` is False the weight is quantized to zero (a fixed sparsity mask)."""
     w = w2.double().clone()
     h = h.clone()
     cols = w.shape[1]
@@ -65,6 +72,7 @@ def gptq_weight(w2: torch.Tensor, h: torch.Tensor, quant, damp: float = 0.01, ac
     w[:, dead] = 0
     perm = torch.argsort(torch.diag(h), descending=True) if act_order else torch.arange(cols)
     w, h = w[:, perm], h[perm][:, perm]
+    keep = keep[:, perm] if keep is not None else None
     h += damp * torch.mean(torch.diag(h)) * torch.eye(cols, dtype=h.dtype)
     u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
     q = torch.zeros_like(w)
@@ -76,6 +84,8 @@ def gptq_weight(w2: torch.Tensor, h: torch.Tensor, quant, damp: float = 0.01, ac
         for i in range(i2 - i1):
             col = wb[:, i]
             qc = quant(col, int(perm[i1 + i]))
+            if keep is not None:
+                qc = qc * keep[:, i1 + i]
             q[:, i1 + i] = qc
             e = (col - qc) / ub[i, i]
             wb[:, i:] -= e[:, None] * ub[i, i:][None, :]
@@ -98,8 +108,9 @@ def gptq(model: nn.Module, calib: torch.Tensor, cfg: GPTQConfig) -> dict:
         m.set_weight()  # round-to-nearest, and the scales GPTQ keeps
         scale = m.w_scale.expand_as(w2).double()
         fmt = as_saturating(m.w_spec.fmt)
+        keep = w2 != 0 if cfg.keep_zeros and not bool((w2 != 0).all()) else None
         q = gptq_weight(w2, h, lambda col, j, f=fmt, s=scale: qdq(col, f, s[:, j]), cfg.damp, cfg.act_order,
-                        cfg.block_size)
+                        cfg.block_size, keep)
         rtn = m.weight_q.reshape_as(w2).double()
         d_rtn, d_gptq = rtn - w2.double(), q.double() - w2.double()
         gains.append(float(torch.einsum("ij,jk,ik->", d_gptq, h, d_gptq) /
