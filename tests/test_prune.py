@@ -194,6 +194,24 @@ def test_cli_prune_with_real_data_and_bad_input(tmp_path, capsys):
     assert "--nm" in capsys.readouterr().err
 
 
+def test_prune_refuses_a_saved_image_set_of_other_classes(tmp_path, capsys):
+    w = tmp_path / "t.pt"
+    torch.save(trained_tiny_teacher().state_dict(), w)
+    x, y = _task()
+    common = ["prune", "--model", TINY, "--weights", str(w), "--input-shape", "3,8,8", "--num-classes", "4",
+              "--block", "8", "--steps", "1", "--iterations", "3", "--samples-per-class", "16", "--quiet"]
+    data = _npz(tmp_path / "d.npz", x, y)
+    assert main([*common, "--classes", "2", "--data", data, "--out", str(tmp_path / "r")]) == 0
+    calib = str(tmp_path / "r" / "calib.safetensors")  # 16 real images of class 2, unlabelled
+    capsys.readouterr()
+    assert main([*common, "--classes", "0,1", "--data", calib, "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "reads no image" in err[0] and "[0, 1]" in err[0]
+    assert main([*common, "--classes", "2", "--data", calib, "--out", str(tmp_path / "ok")]) == 0
+    rep = json.loads((tmp_path / "ok" / "report.json").read_text())
+    assert "reads 16 of 16 as the user's classes" in rep["data"]
+
+
 def test_resume_after_any_phase_reproduces_the_uninterrupted_weights():
     teacher = trained_tiny_teacher()
     x, y = _task()

@@ -89,6 +89,20 @@ def storage(model: nn.Module, n: int, m: int, block: int) -> dict:
     return {"dense_bytes": int(dense), "compressed_bytes": int(comp), "compression": dense / max(1.0, comp)}
 
 
+def _check_classes(model: nn.Module, x: torch.Tensor, classes: list[int], source: str) -> str:
+    """A saved, unlabelled image set (another run's ``calib.safetensors``) must hold images of the user's
+    classes: the saliency is the class-aware loss on them.  The model's reading is their label."""
+    from datafree.quant.calib import run
+
+    counts = torch.bincount(run(model, x, 500).argmax(1), minlength=max(classes) + 1)[classes].tolist()
+    missing = [c for c, k in zip(classes, counts) if k == 0]
+    if missing:
+        raise DatafreeError(f"the model reads no image of {source} as class(es) {missing} (per user class: "
+                            f"{dict(zip(classes, counts))}); pass images of classes {classes}, e.g. the "
+                            "calib.safetensors of a prune run for them, or drop --data for synthetic images")
+    return f"; the model reads {sum(counts)} of {len(x)} as the user's classes ({dict(zip(classes, counts))})"
+
+
 def prune(model: nn.Module | str, *, classes: list[int] | None = None, method: str = "crisp",
           weights: str | None = None, data=None, eval_data=None, out: str | None = None,
           num_classes: int | None = None, input_shape=None, mean=None, std=None, seed: int = 0,
@@ -130,6 +144,7 @@ def prune(model: nn.Module | str, *, classes: list[int] | None = None, method: s
                 "class term x10, DeepInversion); no real image")
     elif isinstance(data, (str, os.PathLike)) and str(data).endswith(".safetensors"):
         x, desc = _calibration_data(data, model, meta, n_images, seed, progress)
+        desc += _check_classes(model, x, classes, str(data))
     else:
         from datafree.data.loaders import load_dataset
 

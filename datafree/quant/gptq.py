@@ -108,7 +108,8 @@ def gptq(model: nn.Module, calib: torch.Tensor, cfg: GPTQConfig) -> dict:
         m.set_weight()  # round-to-nearest, and the scales GPTQ keeps
         scale = m.w_scale.expand_as(w2).double()
         fmt = as_saturating(m.w_spec.fmt)
-        keep = w2 != 0 if cfg.keep_zeros and not bool((w2 != 0).all()) else None
+        nz = w2 != 0
+        keep = nz if cfg.keep_zeros and not bool(nz.all()) else None
         q = gptq_weight(w2, h, lambda col, j, f=fmt, s=scale: qdq(col, f, s[:, j]), cfg.damp, cfg.act_order,
                         cfg.block_size, keep)
         rtn = m.weight_q.reshape_as(w2).double()
