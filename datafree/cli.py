@@ -208,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--steps", type=int, default=5, help="block-sparsity increments (default 5)")
     r.add_argument("--iterations", type=int, default=100,
                    help="fine-tuning iterations per phase; phases = steps + 2 (default 100)")
-    r.add_argument("--budget", help="wall-clock for all fine-tuning instead of --iterations, e.g. 10m")
+    r.add_argument("--budget", help="wall-clock for the whole pruning instead of --iterations, e.g. 10m "
+                   "(image synthesis and --eval-data evaluation not counted)")
     r.add_argument("--saliency", choices=["crisp", "magnitude"], default="crisp",
                    help="crisp: class-aware |W x grad| (default); magnitude: |W|, class-agnostic ablation")
     r.add_argument("--lr", type=float, default=0.003, help="fine-tuning learning rate, SGD + cosine (default 0.003)")

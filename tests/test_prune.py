@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
+import time
 
 import numpy as np
 import pytest
@@ -110,6 +112,22 @@ def test_crisp_yields_the_hybrid_pattern_and_keeps_the_user_classes():
     with torch.no_grad():
         acc = (pruned(x[user]).argmax(1) == y[user]).float().mean().item()
     assert acc >= 0.9, acc
+
+
+def test_crisp_budget_covers_the_method_not_the_evaluation():
+    teacher = trained_tiny_teacher()
+    x, y = _task()
+    cfg = dataclasses.replace(_crisp(), budget="1s")  # 4 phases of about 0.25 s each
+
+    def slow_eval(m: nn.Module) -> dict:
+        time.sleep(0.5)  # a held-out evaluation is reporting, outside the method's clock
+        return {}
+
+    t0 = time.perf_counter()
+    _, hist = CRISP(cfg).prune(copy.deepcopy(teacher), teacher, x[y < 2][:64], slow_eval, progress=False)
+    assert time.perf_counter() - t0 >= 2.0  # the four evaluations ran
+    assert 1.0 <= hist[-1]["elapsed_s"] < 1.9, hist[-1]["elapsed_s"]  # the budget, evaluations excluded
+    assert all(h["iterations"] >= 1 for h in hist)
 
 
 def test_crisp_saliency_is_class_aware():
