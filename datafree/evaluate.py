@@ -9,8 +9,26 @@ from torch import nn
 from datafree.errors import DatafreeError
 
 
+def _batch(x: torch.Tensor, i: int, batch_size: int) -> torch.Tensor:
+    # channels_last input: oneDNN's NHWC convolutions ran ResNet-56 inference faster on 2 AVX2 cores (1,000
+    # CIFAR images, batch 128: float32 3.39 s NCHW, 1.91 s NHWC; bf16 autocast 93.8 s, 18.7 s; max |logit
+    # difference| 5e-6); the whole test set in float32 took 21.7 s, against about 39 s at NCHW, batch 500
+    return x[i : i + batch_size].float().contiguous(memory_format=torch.channels_last)
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500,
+def logits(model: nn.Module, x: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
+    """``model``'s float32 outputs on ``x``, in eval mode, batch by batch."""
+    was = model.training
+    model.eval()
+    try:
+        return torch.cat([model(_batch(x, i, batch_size)).float() for i in range(0, len(x), batch_size)])
+    finally:
+        model.train(was)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 128,
              bf16: bool = False) -> dict:
     """Top-1 accuracy (0..1) and mean cross-entropy of ``model`` on float NCHW ``x``."""
     if x.ndim != 4:
@@ -22,7 +40,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     correct, loss_sum = 0, 0.0
     try:
         for i in range(0, len(x), batch_size):
-            xb, yb = x[i : i + batch_size].float(), y[i : i + batch_size]
+            xb, yb = _batch(x, i, batch_size), y[i : i + batch_size]
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 out = model(xb).float()
             if out.ndim != 2:

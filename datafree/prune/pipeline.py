@@ -30,10 +30,10 @@ class PruneResult:
 def class_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, classes: list[int]) -> dict:
     """On held-out images: accuracy on the user's classes (argmax over all classes, and over the user's
     classes only - the deployed model's decision) and on the other classes.  One forward pass per image."""
-    from datafree.quant.calib import run
+    from datafree.evaluate import logits
 
     cls = torch.tensor(classes)
-    pred_all = run(model, x, 500)
+    pred_all = logits(model, x)
     user = torch.isin(y, cls)
     out = {}
     if user.any():
