@@ -330,8 +330,11 @@ def _quantize(a: argparse.Namespace) -> None:
     acc = ""
     if r.get("accuracy") is not None:
         acc = f", accuracy {r['accuracy']:.4f} (FP32 {r['fp32_accuracy']:.4f})"
+    sz = r["size"]
+    sparse = (f" ({sz['sparse_compression']:.1f}x in its sparse pattern)"
+              if sz.get("sparse_bytes", sz["quantized_bytes"]) < sz["quantized_bytes"] else "")
     print(f"done: {cfg.weights} weights / {cfg.activations} activations{acc}; "
-          f"{r['size']['compression']:.1f}x smaller; run directory {a.out}")
+          f"{sz['compression']:.1f}x smaller{sparse}; run directory {a.out}")
 
 
 def _prune(a: argparse.Namespace) -> None:

@@ -118,6 +118,11 @@ def write_quant_report(run: RunDir, report: dict) -> None:
         lines.append(f"- sparsity: {100 * z['fp32']:.1f} % of the weights were zero, "
                      f"{100 * z['fp32_zeros_kept']:.2f} % of them still are; {100 * z['quantized']:.1f} % zero "
                      "after quantization")
+        sz = report["size"]
+        if sz.get("sparse_bytes", sz["quantized_bytes"]) < sz["quantized_bytes"]:
+            lines.append(f"- in its sparse pattern (kept N:M values + indices + block map, for a kernel or "
+                         f"accelerator that reads it): {sz['sparse_bytes'] / 1e6:.3f} MB "
+                         f"({sz['sparse_compression']:.1f}x smaller than FP32)")
     if report.get("mac"):
         m = report["mac"]
         lines.append(f"- one MAC ({m['weights']} x {m['activations']}), Yosys LUT-6 synthesis: {m['luts']} LUTs, "

@@ -18,7 +18,7 @@ from datafree.errors import DatafreeError
 from datafree.io.safetensors import load_safetensors
 from datafree.prune import CRISP, CRISPConfig, gemm_view, is_nm, nm_mask
 from datafree.prune.pipeline import mac_counts, prune, storage
-from datafree.prune.sparsity import Masked, block_mask, block_scores, from_gemm_view
+from datafree.prune.sparsity import Masked, block_mask, block_scores, from_gemm_view, pattern_bits
 from datafree.synthesis import TeacherInverter
 from tests.tiny import tiny_cnn, trained_tiny_teacher
 
@@ -166,6 +166,22 @@ def test_mac_counts_and_storage_see_the_zeros():
     st = storage(m, 2, 4, 8)
     kept = 8 * 72 // 2
     assert st["compressed_bytes"] == int(4 * (8 * 27 + 128 * 4) + 4 * kept + (2 * kept + 9) / 8)
+
+
+def test_pattern_bits_counts_kept_slots_indices_and_the_block_map():
+    torch.manual_seed(0)
+    w = torch.randn(32, 16, 3, 3)  # GEMM view 32 x 144: 2 x 9 blocks of 16
+    assert pattern_bits(w, 4) == w.numel() * 4  # no zero: dense
+    sp = w * nm_mask(w.abs(), 2, 4)
+    g = gemm_view(sp)
+    g[:16, :16] = 0  # one whole block removed
+    sp = from_gemm_view(g, w.shape)
+    values = 17 * 16 * 16 // 2
+    assert pattern_bits(sp, 4) == values * 4 + values * 2 + 18
+    g[20, 40] = 0  # a zero inside a kept 2:4 slot is still stored
+    assert pattern_bits(from_gemm_view(g, w.shape), 4) == values * 4 + values * 2 + 18
+    scattered = w * (torch.rand_like(w) > 0.5)  # half zeros, no pattern: dense
+    assert pattern_bits(scattered, 4) == w.numel() * 4
 
 
 def test_prune_api_writes_a_run_directory(tmp_path):

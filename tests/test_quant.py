@@ -448,8 +448,25 @@ def test_quantization_keeps_a_pruned_models_zeros(algo):
     assert z["fp32"] > 0.45 and z["fp32_zeros_kept"] == 1.0 and z["quantized"] >= z["fp32"]
     _, dense = quantize(teacher, QuantConfig(weights="int3", activations="int8"), x, progress=False)
     assert dense["weight_zeros"]["fp32"] == 0 and dense["weight_zeros"]["fp32_zeros_kept"] is None
+    assert info["size"]["sparse_bytes"] == info["size"]["quantized_bytes"]  # scattered zeros: stored dense
     if algo == "gptq":  # without the mask, GPTQ's updates fill the pruned positions
         _, off = quantize(sparse, QuantConfig(weights="int3", activations="int8", algorithms=["gptq"],
                                               options={"gptq": {"keep_zeros": False}}), x, progress=False)
         assert off["weight_zeros"]["fp32_zeros_kept"] < 1
         assert info["steps"]["gptq"]["gptq_error_vs_rtn"] < 1  # the masked GPTQ still beats round-to-nearest
+
+
+def test_quantized_size_counts_a_2_4_pruned_model_in_its_pattern():
+    from datafree.prune import nm_mask
+
+    teacher = trained_tiny_teacher()
+    with torch.no_grad():  # conv2 (8 x 72) and the classifier (4 x 128): 2:4; conv1 (27 columns) stays dense
+        for m in (teacher[3], teacher[7]):
+            m.weight.mul_(nm_mask(m.weight.abs(), 2, 4))
+    x = torch.rand(64, 3, 8, 8)
+    _, info = quantize(teacher, QuantConfig(weights="int4", activations="int8"), x, progress=False)
+    size = info["size"]
+    # per 2:4 weight: half the slots at b bits + a 2-bit index each, b / 2 + 1 bits instead of b (no 16x16
+    # block fits): conv2 at int4 saves 1 bit per weight, the classifier (an edge layer, int8) 3
+    assert size["quantized_bytes"] - size["sparse_bytes"] == (8 * 72 * 1 + 4 * 128 * 3) / 8
+    assert size["sparse_compression"] > size["compression"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import os
 import time
 
@@ -15,7 +14,7 @@ from datafree.config import to_dict
 from datafree.errors import DatafreeError
 from datafree.prune import build_pruner, make_pruner_config
 from datafree.prune.crisp import sparsity_stats
-from datafree.prune.sparsity import gemm_view, is_nm
+from datafree.prune.sparsity import pattern_bits
 
 
 @dataclasses.dataclass
@@ -69,24 +68,14 @@ def mac_counts(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
 
 
 def storage(model: nn.Module, n: int, m: int, block: int) -> dict:
-    """Bytes of the Conv2d/Linear weights: dense fp32, and a compressed layout - fp32 values of the kept
-    weights, ceil(log2 M) index bits per kept value in N:M layers, a 1-bit map per block elsewhere."""
-    dense = comp = 0.0
+    """Bytes of the Conv2d/Linear weights: dense fp32, and in the compressed layout of ``pattern_bits`` (fp32
+    values of the kept N:M slots, their indices, the block map)."""
+    dense = comp = 0
     for mod in model.modules():
-        if not isinstance(mod, (nn.Conv2d, nn.Linear)):
-            continue
-        w = mod.weight.detach()
-        dense += 4 * w.numel()
-        nnz = int((w != 0).sum())
-        if nnz == w.numel():
-            comp += 4 * w.numel()
-            continue
-        g = gemm_view(w)
-        meta_bits = nnz * math.ceil(math.log2(m)) if w.shape[1] % m == 0 and is_nm(w, n, m) else 0
-        tiled = g.shape[0] % block == 0 and g.shape[1] % block == 0
-        blocks = (g.shape[0] // block) * (g.shape[1] // block) if tiled else 0
-        comp += 4 * nnz + (meta_bits + blocks) / 8
-    return {"dense_bytes": int(dense), "compressed_bytes": int(comp), "compression": dense / max(1.0, comp)}
+        if isinstance(mod, (nn.Conv2d, nn.Linear)):
+            dense += 32 * mod.weight.numel()
+            comp += pattern_bits(mod.weight.detach(), 32, n, m, block)
+    return {"dense_bytes": dense // 8, "compressed_bytes": comp // 8, "compression": dense / max(1, comp)}
 
 
 def _check_classes(model: nn.Module, x: torch.Tensor, classes: list[int], source: str) -> str:

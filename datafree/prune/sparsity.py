@@ -68,6 +68,27 @@ def is_nm(w: torch.Tensor, n: int, m: int) -> bool:
     return bool(((gemm_view(w) != 0).reshape(-1, m).sum(1) <= n).all())
 
 
+def pattern_bits(w: torch.Tensor, value_bits: int, n: int = 2, m: int = 4, block: int = 16) -> int:
+    """Bits of ``w`` stored in its sparse pattern: the kept blocks' N:M values at ``value_bits`` each plus
+    ceil(log2 M) index bits per value where every row is N:M (the 2:4 sparse-tensor-core layout), and a
+    1-bit map per B x B block where the GEMM view tiles into blocks.  A zero inside a kept N:M slot is
+    stored like any value; a layer with no such pattern (or no zero) is stored dense."""
+    g = gemm_view(w) != 0
+    dense = w.numel() * value_bits
+    if bool(g.all()):
+        return dense
+    rows, cols = g.shape
+    positions, map_bits = g.numel(), 0
+    if rows % block == 0 and cols % block == 0:
+        kept = g.reshape(rows // block, block, cols // block, block).any(3).any(1)
+        positions, map_bits = int(kept.sum()) * block * block, kept.numel()
+    values, index_bits = positions, 0
+    if cols % m == 0 and is_nm(w, n, m):
+        values = positions * n // m
+        index_bits = values * (m - 1).bit_length()  # ceil(log2 M)
+    return min(dense, values * value_bits + index_bits + map_bits)
+
+
 class _SRSTE(torch.autograd.Function):
     """Forward: the masked weight.  Backward: the gradient reaches the dense weight unmasked (straight-
     through), plus ``decay`` * (1 - mask) * w on the pruned entries - SR-STE (Zhou et al., "Learning N:M

@@ -99,18 +99,25 @@ class QuantConfig:
 
 
 def weight_bits(model: nn.Module) -> dict:
-    """Storage of the quantized model: weights at their format's bits, scales and biases in float32."""
-    q_bits = other = fp32 = 0
+    """Storage of the quantized model: weights at their format's bits, scales and biases in float32; and
+    ``sparse_bytes`` with each weight in its sparse pattern (``prune.sparsity.pattern_bits``: a pruned
+    model's kept N:M slots, indices and block map), where a sparse kernel or accelerator reads that layout."""
+    from datafree.prune.sparsity import pattern_bits
+
+    q_bits = other = fp32 = sparse_bits = 0
     for m in quant_layers(model):
         n = m.layer.weight.numel()
         q_bits += n * as_saturating(m.w_spec.fmt).bits
+        sparse_bits += pattern_bits(m.weight_q.detach(), as_saturating(m.w_spec.fmt).bits)
         rows, cols = len(m.layer.weight), m.layer.weight[0].numel()
         scales = {"tensor": 1, "channel": rows, "group": rows * -(-cols // m.w_spec.group_size)}[m.w_spec.granularity]
         other += 32 * (scales + (m.layer.bias.numel() if m.layer.bias is not None else 0))
         fp32 += 32 * (n + (m.layer.bias.numel() if m.layer.bias is not None else 0))
     rest = sum(p.numel() for n, p in model.named_parameters() if ".layer." not in f".{n}") * 32
     total = q_bits + other + rest
-    return {"quantized_bytes": total / 8, "fp32_bytes": (fp32 + rest) / 8, "compression": (fp32 + rest) / max(1, total)}
+    sparse = sparse_bits + other + rest
+    return {"quantized_bytes": total / 8, "fp32_bytes": (fp32 + rest) / 8, "compression": (fp32 + rest) / max(1, total),
+            "sparse_bytes": sparse / 8, "sparse_compression": (fp32 + rest) / max(1, sparse)}
 
 
 def weight_zeros(model: nn.Module, before: dict[str, torch.Tensor]) -> dict:
