@@ -82,7 +82,7 @@ def main() -> None:
     print("\n".join(table))
     res = {"benchmark": "cifar10_crisp", "model": "resnet56 (../shared/models/cifar10/resnet56.pt)",
            "classes": classes, "seed": a.seed,
-           "results": {k: {kk: v for kk, v in r.items() if kk != "machine"} for k, r in rows.items()},
+           "results": rows,  # each row with the machine that ran it (a resumed row may come from another)
            "table": "\n".join(table), "machine": machine_info(),
            "command": "python " + " ".join(shlex.quote(s) for s in sys.argv)}
     Path(a.results).mkdir(parents=True, exist_ok=True)
