@@ -7,22 +7,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from datafree.errors import DatafreeError
+from datafree.precision import channels_last_works
 
 
-def _batch(x: torch.Tensor, i: int, batch_size: int) -> torch.Tensor:
+def _batch(x: torch.Tensor, i: int, batch_size: int, channels_last: bool) -> torch.Tensor:
     # channels_last input: oneDNN's NHWC convolutions ran ResNet-56 inference faster on 2 AVX2 cores (1,000
     # CIFAR images, batch 128: float32 3.39 s NCHW, 1.91 s NHWC; bf16 autocast 93.8 s, 18.7 s; max |logit
     # difference| 5e-6); the whole test set in float32 took 21.7 s, against about 39 s at NCHW, batch 500
-    return x[i : i + batch_size].float().contiguous(memory_format=torch.channels_last)
+    xb = x[i : i + batch_size].float()
+    return xb.contiguous(memory_format=torch.channels_last) if channels_last else xb
 
 
 @torch.no_grad()
 def logits(model: nn.Module, x: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
     """``model``'s float32 outputs on ``x``, in eval mode, batch by batch."""
+    cl = channels_last_works(model, x)
     was = model.training
     model.eval()
     try:
-        return torch.cat([model(_batch(x, i, batch_size)).float() for i in range(0, len(x), batch_size)])
+        return torch.cat([model(_batch(x, i, batch_size, cl)).float() for i in range(0, len(x), batch_size)])
     finally:
         model.train(was)
 
@@ -35,12 +38,13 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
         raise DatafreeError(f"evaluate expects an N x C x H x W tensor, got shape {tuple(x.shape)}")
     if len(x) != len(y):
         raise DatafreeError(f"{len(x)} images but {len(y)} labels")
+    cl = channels_last_works(model, x)
     was = model.training
     model.eval()
     correct, loss_sum = 0, 0.0
     try:
         for i in range(0, len(x), batch_size):
-            xb, yb = _batch(x, i, batch_size), y[i : i + batch_size]
+            xb, yb = _batch(x, i, batch_size, cl), y[i : i + batch_size]
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 out = model(xb).float()
             if out.ndim != 2:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import nn
 
 BF16_FLAGS = {"avx512_bf16", "amx_bf16"}  # x86 flags of native bf16 arithmetic
 AVX512_FLAGS = {"avx512f", "avx512bw"}  # enough for oneDNN's vectorised bf16 conversion path
@@ -90,3 +91,21 @@ def resolve_bf16(value: bool | str) -> bool:
     from datafree.errors import DatafreeError
 
     raise DatafreeError(f"bf16 must be auto, on or off, got '{value}'")
+
+
+def channels_last_works(model: nn.Module, x: torch.Tensor) -> bool:
+    """Whether ``model`` runs on a channels_last batch like ``x`` (NHWC convolutions are faster on oneDNN):
+    a model that flattens its features with ``.view`` does not, and then stays NCHW.  One eval-mode forward
+    pass of two images, no gradient."""
+    if x.ndim != 4:
+        return False
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x[:2].float().contiguous(memory_format=torch.channels_last))
+        return True
+    except RuntimeError:
+        return False
+    finally:
+        model.train(was)

@@ -188,7 +188,9 @@ def write_prune_report(run: RunDir, report: dict, history: list[dict]) -> None:
               f"- storage: {st['dense_bytes']:,} B dense fp32, {st['compressed_bytes']:,} B as values + N:M indices "
               f"+ block map ({st['compression']:.2f}x)",
               (f"- time: data {report['data_s']:.0f} s, pruning and fine-tuning {report.get('method_s', 0):.0f} s "
-               f"({report['prune_s']:.0f} s with the held-out evaluation)"), ""]
+               f"(what --budget limits; all sessions of a resumed run); this session's wall-clock "
+               f"{report['prune_s']:.0f} s" + (", held-out evaluation included" if report.get("eval_data") else "")),
+              ""]
     if has_plot:
         lines += ["![accuracy and density per phase](pruning.png)", ""]
     atomic_write_text(run.file("report.md"), "\n".join(lines))

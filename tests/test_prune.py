@@ -184,6 +184,54 @@ def test_pattern_bits_counts_kept_slots_indices_and_the_block_map():
     assert pattern_bits(scattered, 4) == w.numel() * 4
 
 
+def test_pattern_bits_never_counts_fewer_values_than_the_non_zeros():
+    torch.manual_seed(0)
+    w = torch.randn(8, 16)  # a Linear weight; 2:4 keeps columns 1 and 2 of every group of 4
+    w[:, 1::4] += 10
+    w[:, 2::4] += 10
+    sp = w * nm_mask(w.abs(), 2, 4)
+    sp[:2, :2] = 0  # one 2x2 block (of 32) removed: the 2 groups it touches keep values in the next block
+    # every one of the 32 groups meets a kept block: 2 values of 8 bits + 2 index bits each, and a 32-bit map
+    assert pattern_bits(sp, 8, 2, 4, block=2) == 32 * 2 * (8 + 2) + 32
+    blocks_only = w.clone()
+    blocks_only[:4, :4] = 0  # no N:M, one of 8 4x4 blocks removed: 7 blocks stored + an 8-bit map
+    assert pattern_bits(blocks_only, 8, 2, 4, block=4) == 7 * 16 * 8 + 8
+
+
+class _ViewNet(nn.Module):
+    """Flattens with .view, as many hand-written models do: cannot take channels_last activations."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, padding=1, stride=2), nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8 * 4 * 4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))).relu()
+        return self.fc(x.view(x.size(0), -1))
+
+
+def test_a_model_that_flattens_with_view_evaluates_and_prunes_in_nchw():
+    from datafree.evaluate import evaluate
+
+    torch.manual_seed(0)
+    model = _ViewNet().eval()
+    x, y = _task(64)
+    ref = model(x)
+    assert evaluate(model, x, y)["n"] == 64
+    pruned, hist = CRISP(_crisp(iterations=3, steps=1)).prune(copy.deepcopy(model), model, x, progress=False)
+    assert is_nm(pruned.conv2.weight, 2, 4) and len(hist) == 3
+    assert pruned.conv2.weight.is_contiguous() and torch.allclose(model(x), ref)  # the teacher is as it came
+
+
+def test_crisp_rejects_an_empty_or_malformed_budget():
+    with pytest.raises(DatafreeError, match="--budget"):
+        _crisp(budget="0s")
+    with pytest.raises(DatafreeError, match="cannot parse budget"):
+        _crisp(budget="ten minutes")
+
+
 def test_prune_api_writes_a_run_directory(tmp_path):
     teacher = trained_tiny_teacher()
     x, y = _task()

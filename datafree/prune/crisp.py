@@ -53,6 +53,7 @@ from datafree.data.augment import random_crop_flip
 from datafree.distill.kd import kd_loss
 from datafree.errors import DatafreeError
 from datafree.io.budget import Stopwatch, parse_duration
+from datafree.precision import channels_last_works
 from datafree.progress import Progress
 from datafree.prune.sparsity import Masked, block_mask, block_ok, block_scores, is_nm, nm_mask, nm_ok
 
@@ -89,6 +90,8 @@ class CRISPConfig:
             raise DatafreeError(f"unknown saliency '{self.saliency}': use crisp or magnitude")
         if self.steps < 1 or self.iterations < 1 or self.block < 1:
             raise DatafreeError("steps, iterations and block must be positive")
+        if self.budget is not None and parse_duration(self.budget) <= 0:
+            raise DatafreeError(f"--budget must be a positive duration such as 10m, got {self.budget!r}")
 
 
 def _prunable(model: nn.Module, cfg: CRISPConfig) -> tuple[list[tuple[str, nn.Module]], set[str], set[str]]:
@@ -147,9 +150,12 @@ class CRISP:
         after that phase and ends with the weights an uninterrupted run gives."""
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
-        # NHWC: ResNet-56 forward + backward on 64 CIFAR images took 0.43 s instead of 0.57 s (2 AVX2 cores)
-        model.to(memory_format=torch.channels_last)
-        teacher.to(memory_format=torch.channels_last)
+        # NHWC: ResNet-56 forward + backward on 64 CIFAR images took 0.43 s instead of 0.57 s (2 AVX2 cores);
+        # a model that flattens with .view cannot take it and stays NCHW
+        self._cl = channels_last_works(model, x)
+        layout = torch.channels_last if self._cl else torch.contiguous_format
+        model.to(memory_format=layout)
+        teacher.to(memory_format=layout)
         layers, nm_names, blk_names = _prunable(model, cfg)
         mods = {n: m for n, m in layers if n in nm_names | blk_names}
         if not mods:
@@ -161,7 +167,7 @@ class CRISP:
         bmask = {n: torch.ones_like(w) for n, w in dense.items()}
         teacher.eval()
         phases = cfg.steps + 2  # initial (dense) + N:M only + block increments
-        budget_s = parse_duration(cfg.budget) if cfg.budget else None
+        budget_s = parse_duration(cfg.budget) if cfg.budget is not None else None
         bn = {id(p) for mod in model.modules() if isinstance(mod, nn.modules.batchnorm._BatchNorm)
               for p in mod.parameters()}
         params = [p for p in model.parameters() if id(p) not in bn]  # BN frozen whole: statistics and affine
@@ -179,7 +185,9 @@ class CRISP:
             clock.start()
             # the budget covers all of the method's work (saliency, masks, BN re-estimation, fine-tuning),
             # not the held-out evaluation: each phase fine-tunes until its share of what is left is spent
-            phase_end = (clock.elapsed + (budget_s - clock.elapsed) / (phases - phase)) if budget_s else None
+            # (a budget already spent on resume: one step per remaining phase, at the cosine's end)
+            phase_end = (clock.elapsed + (budget_s - clock.elapsed) / (phases - phase)) if budget_s is not None \
+                else None
             target = 0.0 if phase == 0 else cfg.block_sparsity * (phase - 1) / cfg.steps
             if phase > 0:
                 sal = self._saliency(dense, grad)
@@ -195,7 +203,7 @@ class CRISP:
                         break
                 elif steps >= cfg.iterations:
                     break
-                frac = (min(1.0, clock.elapsed / budget_s) if budget_s
+                frac = (min(1.0, clock.elapsed / budget_s) if budget_s is not None
                         else (phase + steps / cfg.iterations) / phases)
                 for group in opt.param_groups:  # cosine over the whole run
                     group["lr"] = 0.5 * cfg.lr * (1 + math.cos(math.pi * frac))
@@ -226,6 +234,7 @@ class CRISP:
         for mod in mods.values():  # bake the masks in: a plain model whose zeros are the pattern
             parametrize.remove_parametrizations(mod, "weight", leave_parametrized=True)
         model.to(memory_format=torch.contiguous_format)
+        teacher.to(memory_format=torch.contiguous_format)  # the caller's module as it came
         bad = [n for n in nm_names if not is_nm(mods[n].weight, cfg.n, cfg.m)]
         if bad:
             raise DatafreeError(f"internal error: layers {bad[:3]} are not {cfg.n}:{cfg.m} after pruning")
@@ -235,7 +244,9 @@ class CRISP:
               update: bool = True) -> float:
         cfg = self.cfg
         idx = torch.randint(len(x), (min(cfg.batch_size, len(x)),))
-        xb = random_crop_flip(x[idx], padding=max(1, x.shape[-1] // 8)).contiguous(memory_format=torch.channels_last)
+        xb = random_crop_flip(x[idx], padding=max(1, x.shape[-1] // 8))
+        if self._cl:
+            xb = xb.contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
             t = teacher(xb).float()
         model.eval()  # BN frozen (data-free: synthetic batches of a few classes would skew its statistics)

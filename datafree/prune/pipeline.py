@@ -120,11 +120,14 @@ def prune(model: nn.Module | str, *, classes: list[int] | None = None, method: s
         if state.get("config") != to_dict(cfg):
             raise DatafreeError(f"the checkpoint in {out} was made with other settings; drop --resume or use "
                                 "another --out")
-        if run.file("calib.safetensors").is_file():
-            data = str(run.file("calib.safetensors"))  # the very images the interrupted run used
+    own = run.file("calib.safetensors") if state is not None else None
     t0 = time.time()
     n_images = cfg.samples_per_class * len(classes)
-    if data is None or data == "synthetic":
+    if own is not None and own.is_file():  # the very images the interrupted run used, as it described them
+        from datafree.io.safetensors import load_safetensors, read_metadata
+
+        x, desc = load_safetensors(own)["images"].float(), read_metadata(own).get("description", "saved images")
+    elif data is None or data == "synthetic":
         from datafree.quant.calib import synthetic_calibration
 
         x = synthetic_calibration(model, meta.input_shape, meta.num_classes, n_images, meta.mean, meta.std,

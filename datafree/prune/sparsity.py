@@ -78,13 +78,15 @@ def pattern_bits(w: torch.Tensor, value_bits: int, n: int = 2, m: int = 4, block
     if bool(g.all()):
         return dense
     rows, cols = g.shape
-    positions, map_bits = g.numel(), 0
+    slots, map_bits = torch.ones_like(g), 0  # the positions the layout stores
     if rows % block == 0 and cols % block == 0:
         kept = g.reshape(rows // block, block, cols // block, block).any(3).any(1)
-        positions, map_bits = int(kept.sum()) * block * block, kept.numel()
-    values, index_bits = positions, 0
+        slots = kept.repeat_interleave(block, 0).repeat_interleave(block, 1)
+        map_bits = kept.numel()
+    values, index_bits = int(slots.sum()), 0
     if cols % m == 0 and is_nm(w, n, m):
-        values = positions * n // m
+        # N values for every M-group that meets a kept block (a group may straddle two when B % M != 0)
+        values = n * int(slots.reshape(-1, m).any(1).sum())
         index_bits = values * (m - 1).bit_length()  # ceil(log2 M)
     return min(dense, values * value_bits + index_bits + map_bits)
 

@@ -98,17 +98,23 @@ class QuantConfig:
         return w, a, edge
 
 
+SPARSE_NM = ((1, 4), (2, 4), (2, 8), (4, 8))  # N:M layouts a pruned weight may be stored in
+SPARSE_BLOCKS = (8, 16, 32)  # and block sizes of its block map
+
+
 def weight_bits(model: nn.Module) -> dict:
     """Storage of the quantized model: weights at their format's bits, scales and biases in float32; and
-    ``sparse_bytes`` with each weight in its sparse pattern (``prune.sparsity.pattern_bits``: a pruned
-    model's kept N:M slots, indices and block map), where a sparse kernel or accelerator reads that layout."""
+    ``sparse_bytes`` with each weight in the smallest of a few sparse layouts (``prune.sparsity.pattern_bits``:
+    kept N:M slots, indices and block map; ``SPARSE_NM`` x ``SPARSE_BLOCKS``), for a sparse kernel or
+    accelerator that reads it."""
     from datafree.prune.sparsity import pattern_bits
 
     q_bits = other = fp32 = sparse_bits = 0
     for m in quant_layers(model):
         n = m.layer.weight.numel()
         q_bits += n * as_saturating(m.w_spec.fmt).bits
-        sparse_bits += pattern_bits(m.weight_q.detach(), as_saturating(m.w_spec.fmt).bits)
+        wq, b = m.weight_q.detach(), as_saturating(m.w_spec.fmt).bits
+        sparse_bits += min(pattern_bits(wq, b, k, mm, blk) for k, mm in SPARSE_NM for blk in SPARSE_BLOCKS)
         rows, cols = len(m.layer.weight), m.layer.weight[0].numel()
         scales = {"tensor": 1, "channel": rows, "group": rows * -(-cols // m.w_spec.group_size)}[m.w_spec.granularity]
         other += 32 * (scales + (m.layer.bias.numel() if m.layer.bias is not None else 0))
