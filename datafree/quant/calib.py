@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from datafree.precision import channels_last_works
 from datafree.quant.graph import quant_layers
 from datafree.quant.quantizer import QuantLayer
 
@@ -53,6 +54,7 @@ def stream(model: nn.Module, target: nn.Module, x: torch.Tensor, batch_size: int
     """Per batch of ``x``: the input (first positional argument) and output of ``target`` inside
     ``model``; each forward pass stops at ``target``."""
     got: list = []
+    cl = channels_last_works(model, x)  # NHWC convolutions: see datafree.evaluate
 
     def pre(mod, args):
         got.append(args[0].detach())
@@ -70,7 +72,7 @@ def stream(model: nn.Module, target: nn.Module, x: torch.Tensor, batch_size: int
         for b in batches(x, batch_size):
             got.clear()
             try:
-                model(b)
+                model(b.contiguous(memory_format=torch.channels_last) if cl else b)
             except _Stop:
                 pass
             yield got[0], (got[1] if outputs else None)

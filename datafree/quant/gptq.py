@@ -53,8 +53,10 @@ def _columns(layer: QuantLayer, x: torch.Tensor) -> torch.Tensor:
 def hessian(layer: QuantLayer, x: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
     h, n = None, 0
     for i in range(0, len(x), batch_size):
-        cols = _columns(layer, layer.quantize_input(x[i : i + batch_size])).double()
-        hh = cols @ cols.t()
+        # float32 products summed in float64 (the reference code keeps H in float32); float64 products
+        # took twice as long: ResNet-56, 384 images, 2 AVX2 cores, 30 s against 15 s of a 70 s GPTQ
+        cols = _columns(layer, layer.quantize_input(x[i : i + batch_size])).float()
+        hh = (cols @ cols.t()).double()
         h = hh if h is None else h + hh
         n += cols.shape[1]
     return 2 * h / n
