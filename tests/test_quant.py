@@ -470,3 +470,20 @@ def test_quantized_size_counts_a_2_4_pruned_model_in_its_pattern():
     # block fits): conv2 at int4 saves 1 bit per weight, the classifier (an edge layer, int8) 3
     assert size["quantized_bytes"] - size["sparse_bytes"] == (8 * 72 * 1 + 4 * 128 * 3) / 8
     assert size["sparse_compression"] > size["compression"]
+
+
+def test_gptq_block_cached_inputs_equal_the_per_layer_forward(monkeypatch):
+    """Inside a ResNet block, GPTQ takes a layer's input from the block run on its cached input: the weights
+    must be those of a forward pass of the whole prefix per layer."""
+    import sys
+
+    torch.manual_seed(0)
+    model = datafree.create_model("resnet20").eval()
+    x = torch.randn(48, 3, 16, 16)
+    cfg = QuantConfig(weights="int4", activations="int8", algorithms=["gptq"])
+    q_cached, info = quantize(model, cfg, x, progress=False)
+    monkeypatch.setattr(sys.modules["datafree.quant.gptq"], "blocks", lambda m: [])
+    q_plain, _ = quantize(model, cfg, x, progress=False)
+    assert info["steps"]["gptq"]["gptq_layers"] == 20
+    a, b = q_cached.state_dict(), q_plain.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -28,7 +28,7 @@ from torch import nn
 
 from datafree.quant.calib import capture
 from datafree.quant.formats import as_saturating
-from datafree.quant.graph import quant_layers
+from datafree.quant.graph import blocks, quant_layers
 from datafree.quant.quantizer import QuantLayer, qdq
 
 
@@ -102,8 +102,18 @@ def gptq_weight(w2: torch.Tensor, h: torch.Tensor, quant, damp: float = 0.01, ac
 def gptq(model: nn.Module, calib: torch.Tensor, cfg: GPTQConfig) -> dict:
     model.eval()
     gains = []
+    # a layer inside a block (a ResNet block) takes its input from the block run on the block's input, captured
+    # once per block: one forward pass of the model's prefix per block instead of per layer, the same tensors
+    block_of = {id(layer): b for b in blocks(model) for layer in quant_layers(b)}
+    cached: tuple[nn.Module | None, torch.Tensor | None] = (None, None)
     for m in quant_layers(model):
-        x, _ = capture(model, m, calib, cfg.batch_size, outputs=False)
+        b = block_of.get(id(m))
+        if b is None:
+            x, _ = capture(model, m, calib, cfg.batch_size, outputs=False)
+        else:
+            if cached[0] is not b:
+                cached = (b, capture(model, b, calib, cfg.batch_size, outputs=False)[0])
+            x, _ = capture(b, m, cached[1], cfg.batch_size, outputs=False)
         h = hessian(m, x, cfg.batch_size)
         w = m.weight
         w2 = w.reshape(len(w), -1)
