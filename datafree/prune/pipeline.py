@@ -81,15 +81,16 @@ def storage(model: nn.Module, n: int, m: int, block: int) -> dict:
 def _check_classes(model: nn.Module, x: torch.Tensor, classes: list[int], source: str) -> str:
     """A saved, unlabelled image set (another run's ``calib.safetensors``) must hold images of the user's
     classes: the saliency is the class-aware loss on them.  The model's reading is their label."""
-    from datafree.quant.calib import run
+    from datafree.evaluate import logits
 
-    counts = torch.bincount(run(model, x, 500).argmax(1), minlength=max(classes) + 1)[classes].tolist()
-    missing = [c for c, k in zip(classes, counts) if k == 0]
+    counts = torch.bincount(logits(model, x).argmax(1), minlength=max(classes) + 1)[classes].tolist()
+    per_class = dict(zip(classes, counts))
+    missing = [c for c, k in per_class.items() if k == 0]
     if missing:
         raise DatafreeError(f"the model reads no image of {source} as class(es) {missing} (per user class: "
-                            f"{dict(zip(classes, counts))}); pass images of classes {classes}, e.g. the "
+                            f"{per_class}); pass images of classes {classes}, e.g. the "
                             "calib.safetensors of a prune run for them, or drop --data for synthetic images")
-    return f"; the model reads {sum(counts)} of {len(x)} as the user's classes ({dict(zip(classes, counts))})"
+    return f"; the model reads {sum(counts)} of {len(x)} as the user's classes ({per_class})"
 
 
 def prune(model: nn.Module | str, *, classes: list[int] | None = None, method: str = "crisp",

@@ -111,10 +111,10 @@ def weight_bits(model: nn.Module) -> dict:
 
     q_bits = other = fp32 = sparse_bits = 0
     for m in quant_layers(model):
-        n = m.layer.weight.numel()
-        q_bits += n * as_saturating(m.w_spec.fmt).bits
-        wq, b = m.weight_q.detach(), as_saturating(m.w_spec.fmt).bits
-        sparse_bits += min(pattern_bits(wq, b, k, mm, blk) for k, mm in SPARSE_NM for blk in SPARSE_BLOCKS)
+        n, bits = m.layer.weight.numel(), as_saturating(m.w_spec.fmt).bits
+        q_bits += n * bits
+        wq = m.weight_q.detach()
+        sparse_bits += min(pattern_bits(wq, bits, k, mm, blk) for k, mm in SPARSE_NM for blk in SPARSE_BLOCKS)
         rows, cols = len(m.layer.weight), m.layer.weight[0].numel()
         scales = {"tensor": 1, "channel": rows, "group": rows * -(-cols // m.w_spec.group_size)}[m.w_spec.granularity]
         other += 32 * (scales + (m.layer.bias.numel() if m.layer.bias is not None else 0))
