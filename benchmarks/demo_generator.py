@@ -1,7 +1,7 @@
 """How wide should the demo's generator be?  MNIST-5k, LeNet-5 teacher -> data-free LeNet-5-half, 240 s.
 
     python benchmarks/demo_generator.py                  # ~16 min: ngf 64, 32, 16 (the demo's teacher is reused)
-    python benchmarks/demo_generator.py --ngf 64,32
+    python benchmarks/demo_generator.py --resume --ngf 8     # add a width to the committed rows
 
 In the demo, synthesis takes about 90 % of the time, and the generator's two convolutions (ngf = 64: 128 -> 128
 channels at 14 x 14, 128 -> 64 at 28 x 28) are most of it: about 0.68 s per generator step on 128 images on a
@@ -38,6 +38,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ngf", default="64,32,16", help="generator widths to compare")
     ap.add_argument("--budget", default="240s", help="each distillation's wall-clock budget (the demo's)")
+    ap.add_argument("--resume", action="store_true", help="keep the rows already in --results (same machine!)")
     ap.add_argument("--out", default="runs/bench_demo_generator")
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "demo_generator.json"))
     a = ap.parse_args()
@@ -51,7 +52,7 @@ def main() -> None:
     probe = synthetic_calibration(teacher, (1, 28, 28), 10, n=1024, mean=MEAN, std=STD, seed=123, oh=10.0)
     t_arg = logits(teacher, probe).argmax(1)
     test = load_mnist5k("test")
-    rows = {}
+    rows = json.loads(Path(a.results).read_text())["rows"] if a.resume and Path(a.results).exists() else {}
     for ngf in [int(v) for v in a.ngf.split(",")]:
         res = datafree.distill(teacher, "lenet5_half", budget=a.budget, seed=0, eval_data=test,
                                out=str(out / f"ngf{ngf}"), synth={**DEMO_SYNTH, "ngf": ngf}, **DEMO_DISTILL)
