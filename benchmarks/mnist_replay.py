@@ -60,8 +60,9 @@ def main() -> None:
     else:
         teacher = datafree.train("lenet5", load_mnist5k("train"), epochs=12, out=str(out / "teacher"), lr=0.05,
                                  flip=False, seed=a.seed)["model_obj"]
+    # the committed rows ran the demo's settings with its earlier 64-wide generator (now 16: datafree/demo.py)
     common = dict(teacher=teacher, student="lenet5_half", budget=a.budget, seed=a.seed,
-                  eval_data=load_mnist5k("test"), synth=DEMO_SYNTH, **DEMO_DISTILL)
+                  eval_data=load_mnist5k("test"), synth={**DEMO_SYNTH, "ngf": 64}, **DEMO_DISTILL)
     res: dict[str, dict] = {}
     for name in names:
         kind, opts = VARIANTS[name]
