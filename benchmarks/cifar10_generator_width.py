@@ -49,7 +49,8 @@ def main() -> None:
     weights = SHARED / "models/cifar10/resnet56.pt"
     teacher = load_weights(create_model("resnet56"), weights)
     commit = _git_commit()
-    probe = synthetic_calibration(teacher, (3, 32, 32), 10, n=512, mean=MEAN, std=STD, seed=123, iterations=100, oh=10.0)
+    probe = synthetic_calibration(teacher, (3, 32, 32), 10, n=512, mean=MEAN, std=STD, seed=123, iterations=100,
+                                  oh=10.0)
     t_arg = logits(teacher, probe).argmax(1)
     test = load_dataset(str(SHARED / "data/cifar10/test.npz"))
     xt = normalize(test.x.float() / 255, MEAN, STD)
