@@ -17,17 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 
 import datafree
-from datafree.api import machine_info
 from datafree.data.augment import normalize
 from datafree.data.loaders import load_dataset
 from datafree.evaluate import evaluate, logits
-from datafree.experiments import _git_commit
-from datafree.io.atomic import atomic_write_text
+from datafree.experiments import _git_commit, save_proxy_rows
 from datafree.models import CIFAR10_NORM, create_model, load_weights
 from datafree.quant.calib import synthetic_calibration
 
@@ -67,14 +64,8 @@ def main() -> None:
                              "proxy_agreement_on_inverted": agree,
                              "test_last": evaluate(student, xt, test.y)["accuracy"], "commit": commit}
         print(rows[f"ngf{ngf}"], flush=True)
-    result = {"benchmark": "cifar10_generator_width", "budget": a.budget, "seed": 0, "rows": rows,
-              "best_by_proxy": max(rows, key=lambda k: rows[k]["proxy_agreement_on_inverted"]),
-              "proxy": "student/teacher top-1 agreement on 512 pixel-inverted images (seed 123); the test set is "
-              "reported, not used to choose", "machine": machine_info(),
-              "command": "python " + shlex.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}
-    Path(a.results).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(a.results, json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
+    save_proxy_rows(a.results, "cifar10_generator_width", a.budget, rows, "student/teacher top-1 agreement on 512 "
+                    "pixel-inverted images (seed 123); the test set is reported, not used to choose", sys.argv)
 
 
 if __name__ == "__main__":

@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 
 import datafree
-from datafree.api import machine_info
 from datafree.data import load_mnist5k
 from datafree.demo import DEMO_DISTILL, DEMO_SYNTH
 from datafree.evaluate import logits
-from datafree.io.atomic import atomic_write_text
+from datafree.experiments import save_proxy_rows
 from datafree.models import create_model, load_weights
 from datafree.quant.calib import synthetic_calibration
 
@@ -65,15 +63,8 @@ def main() -> None:
                              "held_out_last": rep["student"]["accuracy"],
                              "held_out_mean": res.summary.get("mean_accuracy")}
         print(rows[f"ngf{ngf}"], flush=True)
-    chosen = max(rows, key=lambda k: rows[k]["proxy_agreement_on_inverted"])
-    result = {"benchmark": "demo_generator", "budget": a.budget, "seed": 0, "rows": rows,
-              "chosen_by_proxy": chosen, "proxy": "student/teacher top-1 agreement on 1,024 pixel-inverted images "
-              "(seed 123); held-out digits are reported, not used to choose",
-              "machine": machine_info(),
-              "command": "python " + shlex.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}
-    Path(a.results).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(a.results, json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
+    save_proxy_rows(a.results, "demo_generator", a.budget, rows, "student/teacher top-1 agreement on 1,024 "
+                    "pixel-inverted images (seed 123); held-out digits are reported, not used to choose", sys.argv)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from datafree.experiments import (
     replay_bars,
     run_variants,
     same_config,
+    save_proxy_rows,
 )
 
 
@@ -295,3 +296,14 @@ def test_which_group_reads_the_committed_groups(tmp_path):
     assert "continue main/bench.json (add the variants it lacks to --variants): DATAFREE_COMPILE=0 python run " \
         "main/bench.json" in out
     assert "other.json" not in out and "mnist.json" not in out
+
+
+def test_save_proxy_rows_picks_the_best_proxy_and_records_the_command(tmp_path):
+    rows = {"ngf64": {"proxy_agreement_on_inverted": 0.81, "held_out_last": 0.99},
+            "ngf16": {"proxy_agreement_on_inverted": 0.91, "held_out_last": 0.90}}
+    path = tmp_path / "sub" / "width.json"
+    save_proxy_rows(path, "width", "240s", rows, "agreement", ["benchmarks/width.py", "--ngf", "64,16"])
+    d = json.loads(path.read_text())
+    assert d["best_by_proxy"] == "ngf16"  # the proxy decides, never the held-out column
+    assert d["rows"] == rows and d["command"] == "python benchmarks/width.py --ngf 64,16"
+    assert "cpu_count" in d["machine"]
