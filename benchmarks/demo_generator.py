@@ -1,6 +1,6 @@
 """How wide should the demo's generator be?  MNIST-5k, LeNet-5 teacher -> data-free LeNet-5-half, 240 s.
 
-    python benchmarks/demo_generator.py                  # ~16 min: ngf 64, 32, 16 (the demo's teacher is reused)
+    python benchmarks/demo_generator.py                  # ~16 min: ngf 64, 32, 16 (its teacher: the demo's recipe)
     python benchmarks/demo_generator.py --resume --ngf 8     # add a width to the committed rows
 
 In the demo, synthesis takes about 90 % of the time, and the generator's two convolutions (ngf = 64: 128 -> 128
@@ -8,8 +8,9 @@ channels at 14 x 14, 128 -> 64 at 28 x 28) are most of it: about 0.68 s per gene
 2-core AVX2 machine, against 0.20 s at ngf = 32.  A narrower generator gives the fixed budget more rounds.
 Each width runs the demo's distillation with the same seed and budget.  The choice is made on a data-free
 proxy: the student's top-1 agreement with the teacher on 1,024 images inverted from the teacher by pixel
-optimisation (``quant.calib.synthetic_calibration``, seed 123) - a different synthesizer from the one every
-student trained on, and no real digit.  The held-out digits' accuracy is measured for the report only, never
+optimisation (``quant.calib.synthetic_calibration``, seed 123; bitwise the same images on every invocation,
+so rows added with ``--resume`` see the same probe) - another synthesizer than the one every student trained
+on, and no real digit.  The held-out digits' accuracy is measured for the report only, never
 used to choose.  Writes benchmarks/results/demo_generator.json.  Run it with nothing else busy.
 """
 

@@ -254,7 +254,6 @@ def save_proxy_rows(path: str | Path, benchmark: str, budget: str, rows: dict[st
     """Write a benchmark that compares settings on a data-free proxy (``proxy_agreement_on_inverted`` per row):
     the rows, the best by the proxy, what the proxy is, the machine and the command; atomically."""
     import shlex
-    import sys
 
     from datafree.api import machine_info
 
@@ -263,7 +262,7 @@ def save_proxy_rows(path: str | Path, benchmark: str, budget: str, rows: dict[st
               "machine": machine_info(), "command": "python " + shlex.join([Path(argv[0]).as_posix(), *argv[1:]])}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2), file=sys.stdout)
+    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
     return result
 
 
