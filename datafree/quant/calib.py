@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from datafree.evaluate import logits
 from datafree.precision import channels_last_works
 from datafree.quant.graph import quant_layers
 from datafree.quant.quantizer import QuantLayer
@@ -42,10 +43,10 @@ def float_mode(model: nn.Module):
             m.quant_act, m.quant_weight = a, w
 
 
-@torch.no_grad()
 def run(model: nn.Module, x: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
+    """A forward pass over ``x`` for the hooks that observe it; leaves ``model`` in eval mode."""
     model.eval()
-    return torch.cat([model(b) for b in batches(x, batch_size)])
+    return logits(model, x, batch_size)
 
 
 @torch.no_grad()
