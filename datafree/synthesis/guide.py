@@ -45,8 +45,9 @@ Training on the condensed samples alone is weak and simply mixing them with inve
   cos to guide / BN loss / teacher agrees with target), ipc 1: unguided 0.602 / 40.1 / 0.773, fixed 1 0.612 /
   39.7 / 0.763, adaptive 0.1 0.621 / 39.2 / 0.789, 0.2 0.641 / 43.9 / 0.766, 0.3 0.656 / 51.3 / 0.751, 1.0
   0.813 / 88.0 / 0.421.  0.1 is the largest share that keeps the BN loss and the agreement at the unguided
-  level.  Its one 60-minute run so far (``guided_adaptive_ipc1``, benchmarks/results/cpu5/, a 4.3 img/s machine
-  with no plain or mix row yet) kept the weight at 2.0-4.2 and D's accuracy at 0.81-0.94, with no collapse.
+  level.  Its 60-minute runs (``guided_adaptive_ipc1``) kept the weight at 2.0-4.2 and D's accuracy at 0.79-0.94,
+  with no collapse, and lost to plain: slowcpu group 66.15 / 56.28 % (last / mean) against 66.48 / 56.69, main
+  group 65.93 / 55.51 against 68.51 / 59.24 (the naive mix 68.78 / 59.75).  Not the default.
 - ``labels="teacher"``: D and L_FA pair each guide image with the teacher's class for it instead of its label.
   The teacher reads our ipc-1 DM set (benchmarks/results/*/cifar10_condensed/condensed_ipc1.npz: periodic
   textures, one 8-pixel cell tiled, since one image matches the class-mean embedding at every cell of the
