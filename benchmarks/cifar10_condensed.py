@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -47,7 +46,7 @@ from pathlib import Path
 import datafree
 from datafree.api import condense, distill_config, machine_info
 from datafree.data import ImageSet, load_npz, save_npz
-from datafree.experiments import comparable, markdown_table, reference_speed, run_variants
+from datafree.experiments import command_line, comparable, markdown_table, reference_speed, run_variants
 from datafree.io.atomic import atomic_write_text
 from datafree.report import plot_runs
 
@@ -154,7 +153,7 @@ def main() -> None:
               "condensation": {k: {f: v.get(f) for f in ("ipc", "images", "iterations", "wall_s", "first_loss",
                                                          "last_loss", "source")} for k, v in condensation.items()},
               "sets": sets, "results": res, "bars": condensed_bars(res), "table": markdown_table(res),
-              "machine": machine_info(), "command": "python " + " ".join(shlex.quote(x) for x in sys.argv)}
+              "machine": machine_info(), "command": command_line()}
     atomic_write_text(results / "cifar10_condensed.json", json.dumps(result, indent=2) + "\n")
     print(result["table"])
     print(json.dumps(result["bars"], indent=2))

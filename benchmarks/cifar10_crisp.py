@@ -21,12 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import shlex
 import sys
 from pathlib import Path
 
 from datafree.api import machine_info, prune
-from datafree.experiments import _git_commit
+from datafree.experiments import _git_commit, command_line
 from datafree.io.atomic import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +83,7 @@ def main() -> None:
            "classes": classes, "seed": a.seed,
            "results": rows,  # each row with the machine that ran it (a resumed row may come from another)
            "table": "\n".join(table), "machine": machine_info(),
-           "command": "python " + " ".join(shlex.quote(s) for s in sys.argv)}
+           "command": command_line()}
     Path(a.results).mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(a.results) / f"cifar10_crisp{suffix}.json", json.dumps(res, indent=2) + "\n")
 

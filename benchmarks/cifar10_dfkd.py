@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import time
 from pathlib import Path
 
 import datafree
 from datafree.api import machine_info
-from datafree.experiments import _git_commit
+from datafree.experiments import _git_commit, command_line
 from datafree.io.atomic import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +54,7 @@ def main() -> None:
         "history": [{"round": h["round"], "elapsed_s": h["elapsed_s"], "accuracy": h.get("accuracy"),
                      "kd_loss": h["kd_loss"]} for h in res.history],
         "config": rep["config"], "machine": machine_info(),
-        "command": "python " + " ".join(shlex.quote(x) for x in sys.argv), "commit": commit,
+        "command": command_line(), "commit": commit,
     }
     Path(a.results).mkdir(parents=True, exist_ok=True)
     path = Path(a.results) / f"cifar10_dfkd_{a.budget}.json"

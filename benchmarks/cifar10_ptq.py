@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 
 from datafree.api import _calibration_data, _eval_tensors, export_report, machine_info
 from datafree.evaluate import evaluate
+from datafree.experiments import command_line
 from datafree.io.atomic import atomic_write_text
 from datafree.models import create_model, load_weights
 from datafree.quant import QuantConfig, quantize
@@ -128,7 +128,7 @@ def main() -> None:
                            "options": OPTIONS},
               "rows": rows, "bars": {**ptq_bars(rows), **latency_bar(onnx)}, "onnx_int8": onnx,
               "machine": machine_info(),
-              "command": "python " + " ".join(shlex.quote(x) for x in sys.argv)}
+              "command": command_line()}
     out = Path(a.results)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "cifar10_ptq.json", json.dumps(result, indent=2) + "\n")

@@ -32,13 +32,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 
 import datafree
 from datafree.api import distill_config, machine_info
-from datafree.experiments import bank_options, markdown_table, reference_speed, replay_bars, run_variants
+from datafree.experiments import bank_options, command_line, markdown_table, reference_speed, replay_bars, run_variants
 from datafree.io.atomic import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,7 +97,7 @@ def main() -> None:
               "student": "resnet20 (random init, same seed for every variant)", "budget": a.budget, "seed": a.seed,
               "data_used": "none: data-free; the test set is only evaluated after each round, outside the clock",
               "results": res, "bars": replay_bars(res), "table": markdown_table(res), "machine": machine_info(),
-              "command": "python " + " ".join(shlex.quote(x) for x in sys.argv)}
+              "command": command_line()}
     atomic_write_text(out / "cifar10_replay.json", json.dumps(result, indent=2) + "\n")
     print(result["table"])
     print(json.dumps(result["bars"], indent=2))

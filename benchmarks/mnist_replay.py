@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import datafree
 from datafree.api import machine_info
 from datafree.data import load_mnist5k
 from datafree.demo import DEMO_DISTILL, DEMO_SYNTH
-from datafree.experiments import bank_options, markdown_table, reference_speed, replay_bars, run_variants
+from datafree.experiments import bank_options, command_line, markdown_table, reference_speed, replay_bars, run_variants
 from datafree.io.atomic import atomic_write_text
 from datafree.models import create_model, load_weights
 from datafree.report import plot_runs
@@ -78,7 +77,7 @@ def main() -> None:
               "student": "lenet5_half (random init, same seed for every variant)", "budget": a.budget,
               "seed": a.seed, "held_out": "MNIST-5k held-out split, 1,000 digits, evaluated after each round",
               "results": res, "bars": replay_bars(res), "table": markdown_table(res), "machine": machine_info(),
-              "command": "python " + " ".join(shlex.quote(x) for x in sys.argv)}
+              "command": command_line()}
     atomic_write_text(results / "mnist_replay.json", json.dumps(result, indent=2) + "\n")
     print(result["table"])
     print(json.dumps(result["bars"], indent=2))

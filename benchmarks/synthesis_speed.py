@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import shlex
 import statistics
 import sys
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 import torch
 
 from datafree.api import machine_info
-from datafree.experiments import _git_commit, reference_speed
+from datafree.experiments import _git_commit, command_line, reference_speed
 from datafree.io.atomic import atomic_write_text
 from datafree.models import create_model, load_weights, model_meta
 from datafree.replay.base import ReplayContext
@@ -88,7 +87,7 @@ def main() -> None:
               "bn_loss": losses, "bn_loss_rel_diff": abs(losses["fused"] - losses["eager"]) / losses["eager"],
               "bf16": runs["fused"]["inv"].bf16, "results": rows, "machine": machine_info(),
               "machine_speed": speed, "threads": torch.get_num_threads(), "commit": _git_commit(),
-              "command": "python " + " ".join(shlex.quote(a) for a in sys.argv)}
+              "command": command_line()}
     print(f"BN loss on one batch: eager {losses['eager']:.6f}, fused {losses['fused']:.6f}")
     atomic_write_text(Path(args.out), json.dumps(result, indent=2) + "\n")
     if result["bn_loss_rel_diff"] > 1e-5:

@@ -19,7 +19,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -249,17 +251,20 @@ def _git_commit(here: Path | None = None) -> str | None:
     return (sha + ("-dirty" if dirty else "")) if sha else None
 
 
+def command_line(argv: list[str] | None = None) -> str:
+    """The command that ran a benchmark, as a shell line a reader can paste (``sys.argv`` by default)."""
+    return "python " + shlex.join(sys.argv if argv is None else argv)
+
+
 def save_proxy_rows(path: str | Path, benchmark: str, budget: str, rows: dict[str, dict], proxy: str,
                     argv: list[str]) -> dict:
     """Write a benchmark that compares settings on a data-free proxy (``proxy_agreement_on_inverted`` per row):
     the rows, the best by the proxy, what the proxy is, the machine and the command; atomically."""
-    import shlex
-
     from datafree.api import machine_info
 
     result = {"benchmark": benchmark, "budget": budget, "seed": 0, "rows": rows,
               "best_by_proxy": max(rows, key=lambda k: rows[k]["proxy_agreement_on_inverted"]), "proxy": proxy,
-              "machine": machine_info(), "command": "python " + shlex.join([Path(argv[0]).as_posix(), *argv[1:]])}
+              "machine": machine_info(), "command": command_line(argv)}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
