@@ -84,9 +84,10 @@ Measured (bf16 machine, 60 min, ``--ema 0.99``; freeze 0.2, 8 steps per batch, 8
 46.64 %).  It met the three replay bars there, not the VAE-bytes bar; a second seed (36.02 / 32.40 % mean
 against none, largest fall 0.93 pt against none's 1.60) met the mean and last bars, not the drawdown.  Without the
 EMA, in the main 10.8 img/s float32 group: 40.84 % last / 35.24 % mean against none's 42.29 / 35.66, largest fall
-2.14 pt against 4.57 - the drawdown bar only.  It
-stays an option: it stores encoded samples, further from the paper than the default, and two seeds do not
-move a default.
+2.14 pt against 4.57 - the drawdown bar only; with the EMA there (against none with it, 40.16 / 34.84 %,
+1.40 pt): 44.54 / 39.36 %, 0.49 pt - the three replay bars at seed 0, the 10x bank's 43.70 % mean not reached
+(the nudged default there, no EMA: 39.00 / 32.20 %, 0.74 pt, 620 s of upkeep).  It stays an option: it stores
+encoded samples, further from the paper than the default, and two seeds do not move a default.
 ``code_bits=2`` (Lloyd-Max levels) with ``logit_dtype=float16`` fits 1,635 codes in the same bytes: 44.64 % last /
 39.73 % mean there, level with none - more, coarser replays lose to fewer, finer ones.
 """
