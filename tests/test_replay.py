@@ -217,7 +217,7 @@ def test_vae_latent_pool_is_a_bounded_fifo_of_8bit_codes_with_fresh_logits():
 
 
 def test_4bit_codes_pack_two_to_a_byte_and_round_like_8bit_on_a_coarser_grid():
-    from datafree.replay.vae import dequantize_codes, quantize_codes
+    from datafree.replay.latent import dequantize_codes, quantize_codes
 
     torch.manual_seed(0)
     z = torch.randn(16, 64)
@@ -233,7 +233,7 @@ def test_4bit_codes_pack_two_to_a_byte_and_round_like_8bit_on_a_coarser_grid():
 
 
 def test_2bit_codes_are_lloyd_max_levels_four_to_a_byte():
-    from datafree.replay.vae import dequantize_codes, quantize_codes
+    from datafree.replay.latent import dequantize_codes, quantize_codes
 
     torch.manual_seed(0)
     z = torch.randn(64, 512) * 1.5
@@ -272,7 +272,7 @@ def test_vae_encoded_pool_is_a_reservoir_of_the_streams_4bit_encodings():
     replay.observe(x, lg, 0.0)
     assert replay.codes.dtype == torch.uint8 and replay.codes.shape == (8, replay.vae.latent // 2)
     # the codes are the stream's own encodings (by the VAE after this step), not prior samples
-    from datafree.replay.vae import quantize_codes
+    from datafree.replay.latent import quantize_codes
 
     want, scales = quantize_codes(replay.encode(x), 4)
     assert torch.equal(replay.codes, want) and torch.allclose(replay.scales, scales)
@@ -314,7 +314,7 @@ def test_reservoir_slots_keep_a_uniform_sample_of_the_stream():
 
 
 def test_fitted_prior_tracks_the_mean_and_covariance_of_a_low_rank_stream():
-    from datafree.replay.vae import LatentPrior
+    from datafree.replay.latent import LatentPrior
 
     torch.manual_seed(0)
     dim, rank = 24, 3
