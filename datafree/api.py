@@ -25,6 +25,10 @@ from datafree.report import write_report
 from datafree.run import RunDir
 from datafree.synthesis.base import fused_bn_used
 
+# what a resumed distillation may change: how long it runs, what it reports on, and speed settings
+RESUME_FREE = frozenset({"distill.budget", "distill.rounds", "distill.bf16", "distill.channels_last",
+                         "distill.deterministic", "eval_data"})
+
 
 def _params(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
@@ -135,13 +139,13 @@ def distill(teacher: nn.Module | str, student: nn.Module | str, input_shape=None
                        guide_data=guide if guide is not None and cfg.guide is None else None)
     teacher_eval = evaluate(teacher, ex, ey, bf16=False) if ex is not None else None
     t0 = time.time()
-    if run:
-        run.write_config({**engine.resolved_config(),
-                          "teacher": {"arch": meta.name, "weights": teacher_weights,
-                                      "input_shape": list(meta.input_shape),
-                                      "num_classes": meta.num_classes, "mean": meta.mean, "std": meta.std},
-                          "student": {"arch": getattr(smeta, "name", "custom")},
-                          "eval_data": str(eval_data) if isinstance(eval_data, (str, os.PathLike)) else None})
+    if run:  # budget, rounds, held-out data and speed settings may change on resume, nothing else
+        run.claim({**engine.resolved_config(),
+                   "teacher": {"arch": meta.name, "weights": teacher_weights, "input_shape": list(meta.input_shape),
+                               "num_classes": meta.num_classes, "mean": meta.mean, "std": meta.std},
+                   "student": {"arch": getattr(smeta, "name", "custom")},
+                   "eval_data": str(eval_data) if isinstance(eval_data, (str, os.PathLike)) else None},
+                  resume, RESUME_FREE)
     res = engine.run_loop(resume=resume)
     final = evaluate(res.student, ex, ey) if ex is not None else None  # fp32, the number we report as last
     if final is not None:

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 
 from datafree.api import distill, train
@@ -36,6 +37,8 @@ def run_demo(out: str = "runs/demo", budget: str = "240s", seed: int = 0, progre
         teacher = train("lenet5", load_mnist5k("train"), epochs=12, out=str(out_dir / "teacher"), lr=0.05,
                         flip=False, seed=seed, progress=progress)["model_obj"]
     print(f"2/2 data-free distillation into LeNet-5-half ({budget}; no training digit is used)")
+    if (out_dir / "student").is_dir():  # a demo starts its student over; the teacher above is reused
+        shutil.rmtree(out_dir / "student")
     res = distill(teacher, "lenet5_half", budget=budget, seed=seed, eval_data=test, out=str(out_dir / "student"),
                   synth=DEMO_SYNTH, progress=progress, **DEMO_DISTILL)
     import json

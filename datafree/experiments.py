@@ -20,6 +20,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -84,7 +85,10 @@ def run_variants(variants: dict[str, dict], run: Callable[..., object], out_root
                 print(f"== {name} (machine speed: {speed:.0f} reference images/s)", flush=True)
             else:
                 print(f"== {name}", flush=True)
-            run(out=str(out), resume=resume and (out / "checkpoint" / "state.pt").is_file(), **kwargs)
+            cont = resume and (out / "checkpoint" / "state.pt").is_file()
+            if not cont and out.is_dir():  # a variant run afresh replaces its earlier run directory
+                shutil.rmtree(out)
+            run(out=str(out), resume=cont, **kwargs)
         else:
             print(f"== {name}: finished run found in {out}, reused", flush=True)
         if speed is None and prev is not None:  # reused run dir: keep the speed measured then

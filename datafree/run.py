@@ -31,6 +31,25 @@ class RunDir:
         f = self.file("config.yaml")
         return load_yaml(f.read_text()) if f.exists() else None
 
+    def has_checkpoint(self) -> bool:
+        return (self.ckpt_dir / "state.pt").is_file()
+
+    def claim(self, cfg: dict, resume: bool, free: frozenset[str] = frozenset()) -> None:
+        """Before a command writes anything here: a fresh run must not overwrite a run this directory already
+        holds, and a resumed one must have the settings its checkpoint was made with (dotted keys of ``cfg``
+        in ``free``, such as the budget, may change).  Then the resolved config is written."""
+        if resume and self.has_checkpoint():
+            old = self.read_config()
+            if old is not None:
+                diff = config_difference(old, load_yaml(dump_yaml(cfg)), free)
+                if diff:
+                    raise DatafreeError(f"the checkpoint in '{self.path}' was made with other settings ({diff}); "
+                                        "resume with the same options or use another --out")
+        elif not resume and (self.has_checkpoint() or self.file("report.json").is_file()):
+            raise DatafreeError(f"'{self.path}' already holds a run; pass --resume to continue it, or choose "
+                                "another --out (or delete that directory)")
+        self.write_config(cfg)
+
     def reset_metrics(self) -> None:
         atomic_write_text(self.file("metrics.jsonl"), "")
 
@@ -74,3 +93,23 @@ class RunDir:
         except Exception as e:  # noqa: BLE001
             raise DatafreeError(f"checkpoint '{f}' is unreadable ({type(e).__name__}); "
                                 "delete it to start over") from None
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out: dict = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_difference(old: dict, new: dict, free: frozenset[str] = frozenset()) -> str | None:
+    """The first setting (a dotted key) in which two resolved configs differ, as 'key: then -> now'; keys
+    in ``free`` are ignored."""
+    a, b = _flatten(old), _flatten(new)
+    for k in sorted(set(a) | set(b)):
+        if k not in free and a.get(k) != b.get(k):
+            return f"{k}: {a.get(k)!r} then, {b.get(k)!r} now"
+    return None

@@ -315,10 +315,16 @@ class Distiller:
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
             self.ema_steps = state["ema_steps"]
-        self.opt.load_state_dict(state["opt"])
-        self.synthesizer.load_state_dict(state["synth"])
-        self.pool = SamplePool.restore(self.run.ckpt_dir / "pool", state["pool"], self.window, self.meta.input_shape)
-        self.replay.load(self.run.ckpt_dir / "replay", state["replay"])
+        try:  # a run directory without config.yaml skipped the settings check of RunDir.claim
+            self.opt.load_state_dict(state["opt"])
+            self.synthesizer.load_state_dict(state["synth"])
+            self.pool = SamplePool.restore(self.run.ckpt_dir / "pool", state["pool"], self.window,
+                                           self.meta.input_shape)
+            self.replay.load(self.run.ckpt_dir / "replay", state["replay"])
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise DatafreeError(f"the checkpoint in '{self.run.path}' does not fit these settings ({type(e).__name__}"
+                                f": {str(e).splitlines()[0][:120]}); resume with the options it was made with or "
+                                "use another --out") from None
         self.round, self.history = state["round"], list(state["history"])
         self.clock = Stopwatch(state["elapsed"])
         self.t_synth, self.t_kd, self.t_replay, self.n_synth, self.n_kd, self.n_replayed = state["counters"]

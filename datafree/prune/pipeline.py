@@ -118,9 +118,14 @@ def prune(model: nn.Module | str, *, classes: list[int] | None = None, method: s
     ex, ey = _eval_tensors(eval_data, meta)  # bad held-out data fails before minutes of synthesis
     state = run.load_checkpoint() if run and resume else None
     if state is not None:
-        if state.get("config") != to_dict(cfg):
-            raise DatafreeError(f"the checkpoint in {out} was made with other settings; drop --resume or use "
-                                "another --out")
+        then = run.read_config() or {}
+        if state.get("config") != to_dict(cfg) or then.get("model", meta.name) != meta.name or \
+                then.get("weights", weights) != weights:
+            raise DatafreeError(f"the checkpoint in {out} was made with other settings (model, weights or pruning "
+                                "options); resume with the same ones or use another --out")
+    elif run and (run.has_checkpoint() or run.file("report.json").is_file()):
+        raise DatafreeError(f"'{out}' already holds a run; pass --resume to continue it, or choose another --out "
+                            "(or delete that directory)")
     own = run.file("calib.safetensors") if state is not None else None
     t0 = time.time()
     n_images = cfg.samples_per_class * len(classes)
