@@ -6,7 +6,7 @@
     datafree.evaluate(model, x, y)   # x: float NCHW in the model's input space
 """
 
-from datafree.api import distill, evaluate_dataset, prune, quantize, train
+from datafree.api import condense, distill, evaluate_dataset, prune, quantize, sweep, train
 from datafree.data import ImageSet, load_dataset, load_mnist5k, load_npz
 from datafree.distill import DistillConfig, DistillResult
 from datafree.errors import DatafreeError
@@ -19,6 +19,6 @@ from datafree.synthesis import GeneratorConfig, PixelConfig
 
 __version__ = "0.1.0"
 __all__ = ["CRISPConfig", "DatafreeError", "DistillConfig", "DistillResult", "GeneratorConfig", "ImageSet",
-           "MemoryBankConfig", "PixelConfig", "QuantConfig", "VAEReplayConfig", "create_model", "distill", "evaluate",
-           "evaluate_dataset", "list_models", "load_dataset", "load_mnist5k", "load_npz", "load_weights", "prune",
-           "quantize", "train"]
+           "MemoryBankConfig", "PixelConfig", "QuantConfig", "VAEReplayConfig", "condense", "create_model", "distill",
+           "evaluate", "evaluate_dataset", "list_models", "load_dataset", "load_mnist5k", "load_npz", "load_weights",
+           "prune", "quantize", "sweep", "train"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import platform
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from datafree.config import to_dict
+from datafree.config import checked_options, to_dict
 from datafree.data.augment import normalize
 from datafree.data.loaders import ImageSet, load_dataset
 from datafree.distill.engine import DistillConfig, Distiller, DistillResult, method_configs
@@ -82,7 +83,11 @@ def evaluate_dataset(model: nn.Module | str, data, *, weights: str | None = None
     ds = load_dataset(str(data)) if isinstance(data, (str, os.PathLike)) else data
     meta = model_meta(model, input_shape or tuple(ds.x.shape[1:]), num_classes, mean, std)
     x, y = _eval_tensors(ds, meta)
-    return evaluate(model, x, y)
+    res = evaluate(model, x, y)
+    if not math.isfinite(res["loss"]):
+        raise DatafreeError("the model's outputs are NaN or infinite on this data: check the weights and the "
+                            "input normalisation (--mean/--std)")
+    return res
 
 
 def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> dict:
@@ -174,7 +179,8 @@ def _distill_cfg(synthesizer: str, synth: dict | None, replay: str, replay_opts:
     """``distill``'s arguments as its config (a guide given as a path is recorded; one given in memory is not)."""
     return DistillConfig(synthesizer=synthesizer, synth=dict(synth or {}), replay=replay,
                          replay_opts=dict(replay_opts or {}), guide_opts=dict(guide_opts or {}),
-                         guide=str(guide) if isinstance(guide, (str, os.PathLike)) else None, **options)
+                         guide=str(guide) if isinstance(guide, (str, os.PathLike)) else None,
+                         **checked_options(DistillConfig, options, "distill"))
 
 
 def distill_config(*, synthesizer: str = "generator", synth: dict | None = None, replay: str = "memory-bank",

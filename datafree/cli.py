@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 
@@ -30,7 +31,43 @@ def _ints(s: str) -> list[int]:
 
 
 def _floats(s: str) -> tuple[float, ...]:
-    return tuple(float(v) for v in s.split(","))
+    try:
+        return tuple(float(v) for v in s.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0.5,0.5,0.5, got '{s}'") from None
+
+
+def _positive_floats(s: str) -> tuple[float, ...]:
+    v = _floats(s)
+    if not all(x > 0 for x in v):
+        raise argparse.ArgumentTypeError(f"expected positive numbers, got '{s}'")
+    return v
+
+
+def _int_at_least(lo: int):
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got '{s}'") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"must be at least {lo}, got {v}")
+        return v
+    parse.__name__ = "integer"
+    return parse
+
+
+def _positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{s}'") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got '{s}'")
+    return v
+
+
+_pos, _nonneg = _int_at_least(1), _int_at_least(0)
 
 
 def _kv(s: str) -> tuple[str, object]:
@@ -48,14 +85,14 @@ def _calib_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib", default="synthetic",
                    help="'synthetic' (default: inverted from the model, no real data), real data (npz / folder), or a "
                         "calib.safetensors an earlier quantize / sweep run saved (reused as it was made)")
-    p.add_argument("--calib-samples", type=int, default=512, help="calibration images (default 512)")
+    p.add_argument("--calib-samples", type=_pos, default=512, help="calibration images (default 512)")
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-shape", type=_shape, help="C,H,W; only for models outside the zoo")
     p.add_argument("--num-classes", type=int, help="class count; only for models outside the zoo")
     p.add_argument("--mean", type=_floats, help="per-channel input mean, e.g. 0.49,0.48,0.45 (zoo models know it)")
-    p.add_argument("--std", type=_floats, help="per-channel input std (zoo models know it)")
+    p.add_argument("--std", type=_positive_floats, help="per-channel input std (zoo models know it)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,11 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--student", required=True, help="zoo name or path/to/file.py:factory")
     g = d.add_mutually_exclusive_group()
     g.add_argument("--budget", default="10m", help="method wall-clock budget (default 10m)")
-    g.add_argument("--rounds", type=int, help="budget in rounds instead of wall-clock (reproducible)")
+    g.add_argument("--rounds", type=_pos, help="budget in rounds instead of wall-clock (reproducible)")
     d.add_argument("--eval-data", help="held-out npz / image folder / mnist5k:test, for reporting only")
     d.add_argument("--out", required=True, help="run directory (created; must be writable)")
     d.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=int, default=0, help="random seed of the student, generator and sampling (default 0)")
     d.add_argument("--synthesizer", default="generator", choices=["generator", "pixel", "none"],
                    help="generator: Fast-DFKD generator inversion (default); pixel: DeepInversion; none: learn from "
                    "the --guide samples alone")
@@ -111,13 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "kd_weight=0 (> 0: a separate KD term of that weight on the guide samples), lr_d=2e-4, "
                    "d_steps=1, hidden=256, strategy=color_crop_cutout_flip_scale_rotate, noise_target=0.6 (ADA's "
                    "overfitting target for D's adaptive feature noise; none: off), noise_step=0.02, noise_max=4")
-    d.add_argument("--novel-window", type=int, help="the newest synthetic samples the student draws its "
+    d.add_argument("--novel-window", type=_pos, help="the newest synthetic samples the student draws its "
                    "non-replay share from (default: as many as one round synthesizes)")
-    d.add_argument("--batch-size", type=int, help="student batch size (default 256)")
-    d.add_argument("--kd-steps", type=int, help="student steps per round (default 100)")
-    d.add_argument("--synth-every", type=int, help="student steps per synthesis call (default 10)")
-    d.add_argument("--lr", type=float, help="student SGD learning rate, cosine-decayed (default 0.05)")
-    d.add_argument("--temperature", type=float, help="KD temperature (default 20)")
+    d.add_argument("--batch-size", type=_pos, help="student batch size (default 256)")
+    d.add_argument("--kd-steps", type=_pos, help="student steps per round (default 100)")
+    d.add_argument("--synth-every", type=_pos, help="student steps per synthesis call (default 10)")
+    d.add_argument("--lr", type=_positive_float, help="student SGD learning rate, cosine-decayed (default 0.05)")
+    d.add_argument("--temperature", type=_positive_float, help="KD temperature (default 20)")
     d.add_argument("--ema", type=float, help="evaluate, report and save an exponential moving average of the "
                    "student's weights with this decay per step (e.g. 0.99; default: off, the last weights)")
     d.add_argument("--loss", choices=["kl", "l1"], help="KD loss: KL with temperature (default) or L1 on logits")
@@ -138,32 +175,33 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", required=True, help="zoo name or path/to/file.py:factory")
     t.add_argument("--data", required=True, help="npz (x uint8 NHWC, y), image folder, or mnist5k")
     t.add_argument("--eval-data", help="held-out data for the final accuracy")
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--lr", type=float, default=0.05)
-    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--epochs", type=_pos, default=10, help="passes over the data (default 10)")
+    t.add_argument("--lr", type=_positive_float, default=0.05, help="SGD learning rate, cosine-decayed (default 0.05)")
+    t.add_argument("--batch-size", type=_pos, default=128, help="batch size (default 128)")
     t.add_argument("--no-flip", action="store_true", help="no horizontal flips (digits, text)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     t.add_argument("--out", required=True, help="run directory")
-    t.add_argument("--quiet", action="store_true")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
     _model_args(t)
 
     e = sub.add_parser("evaluate", help="accuracy of a model on labelled data")
-    e.add_argument("--model", required=True)
-    e.add_argument("--weights", required=True)
+    e.add_argument("--model", required=True, help="zoo name or path/to/file.py:factory")
+    e.add_argument("--weights", required=True, help="model weights (.safetensors or a torch state_dict)")
     e.add_argument("--data", required=True, help="npz, image folder, mnist5k:test")
     e.add_argument("--json", action="store_true", help="print JSON")
     _model_args(e)
 
     m = sub.add_parser("demo", help="the embedded MNIST-5k demo: teacher LeNet-5 -> data-free LeNet-5-half")
-    m.add_argument("--out", default="runs/demo")
+    m.add_argument("--out", default="runs/demo",
+                   help="demo directory: teacher/ (reused when present) and student/ (default runs/demo)")
     m.add_argument("--budget", default="240s", help="data-free distillation budget (default 240s)")
-    m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--quiet", action="store_true")
+    m.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    m.add_argument("--quiet", action="store_true", help="no progress bar")
 
     q = sub.add_parser("quantize", help="post-training quantization (integer / minifloat), data-free by default",
                        description="Quantize weights and activations of a trained model. Calibration uses images "
                        "inverted from the model itself unless --calib gives real data; --eval-data is only for "
-                       "reporting.", epilog="Formats: int2..int8 (uint8, int4_asym), fp8_e4m3, fp8_e5m2, "
+                       "reporting.", epilog="Formats: int2..int16 (uint8, int4_asym), fp8_e4m3, fp8_e5m2, "
                        "fp8_e4m3fnuz, fp8_e5m2fnuz, fp6_e3m2, fp6_e2m3, fp4_e2m1, or any ExMy such as e3m2, e2m1.")
     q.add_argument("--model", required=True, help="zoo name or path/to/file.py:factory")
     q.add_argument("--weights", required=True, help="model weights (.safetensors or a torch state_dict)")
@@ -176,20 +214,22 @@ def build_parser() -> argparse.ArgumentParser:
                    "smoothquant.alpha=0.6")
     q.add_argument("--granularity", choices=["tensor", "channel", "group"], default="channel",
                    help="weight scales (default: per output channel)")
-    q.add_argument("--group-size", type=int, default=32)
+    q.add_argument("--group-size", type=_pos, default=32,
+                   help="input channels per scale with --granularity group (default 32)")
     q.add_argument("--observer", choices=["minmax", "percentile", "mse"], default="mse",
                    help="how scales are chosen from the calibration statistics (default mse)")
     q.add_argument("--scale-type", choices=["float", "po2"], default="float", help="float or power-of-two scales")
-    q.add_argument("--edge-bits", type=int, default=8, help="bits of the first and last layer (0: as the rest)")
+    q.add_argument("--edge-bits", type=_nonneg, choices=[0, *range(2, 9)], metavar="{0,2..8}", default=8,
+                   help="bits of the first and last layer (0: as the rest)")
     q.add_argument("--quantize-residuals", action="store_true",
                    help="also quantize residual-add inputs (integer-only inference; on with --onnx)")
     _calib_args(q)
     q.add_argument("--eval-data", help="held-out npz / folder / mnist5k:test, for reporting only")
     q.add_argument("--onnx", action="store_true", help="export FP32 and INT8 (QDQ) ONNX and time both in "
                    "onnxruntime (needs --w int8 --a int8 and the export extra)")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--seed", type=int, default=0, help="random seed of the synthetic calibration (default 0)")
     q.add_argument("--out", required=True, help="run directory")
-    q.add_argument("--quiet", action="store_true")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
     _model_args(q)
 
     r = sub.add_parser("prune", help="class-aware pruning (CRISP: hybrid N:M + block sparsity), data-free by "
@@ -202,18 +242,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--classes", required=True, type=_ints,
                    help="the user's classes, comma-separated indices, e.g. 0,1,2")
     r.add_argument("--nm", default="2:4", help="N:M fine-grained sparsity along input channels (default 2:4)")
-    r.add_argument("--block", type=int, default=16, help="block side B of the block sparsity (default 16)")
+    r.add_argument("--block", type=_pos, default=16, help="block side B of the block sparsity (default 16)")
     r.add_argument("--block-sparsity", type=float, default=0.5,
                    help="final share of blocks removed in the block-pruned layers (default 0.5)")
-    r.add_argument("--steps", type=int, default=5, help="block-sparsity increments (default 5)")
-    r.add_argument("--iterations", type=int, default=100,
+    r.add_argument("--steps", type=_pos, default=5, help="block-sparsity increments (default 5)")
+    r.add_argument("--iterations", type=_pos, default=100,
                    help="fine-tuning iterations per phase; phases = steps + 2 (default 100)")
     r.add_argument("--budget", help="wall-clock for the whole pruning instead of --iterations, e.g. 10m "
                    "(image synthesis and --eval-data evaluation not counted)")
     r.add_argument("--saliency", choices=["crisp", "magnitude"], default="crisp",
                    help="crisp: class-aware |W x grad| (default); magnitude: |W|, class-agnostic ablation")
-    r.add_argument("--lr", type=float, default=0.003, help="fine-tuning learning rate, SGD + cosine (default 0.003)")
-    r.add_argument("--samples-per-class", type=int, default=128, help="images per user class (default 128)")
+    r.add_argument("--lr", type=_positive_float, default=0.003,
+                   help="fine-tuning learning rate, SGD + cosine (default 0.003)")
+    r.add_argument("--samples-per-class", type=_pos, default=128, help="images per user class (default 128)")
     r.add_argument("--prune-opt", type=_kv, action="append", default=[], metavar="KEY=VALUE",
                    help="any other CRISP option, repeatable: kd_weight, temperature, batch_size, momentum, "
                         "weight_decay, srste_decay, bn_recalibrate=false, skip='[\"fc\"]' (layers left dense)")
@@ -222,30 +263,31 @@ def build_parser() -> argparse.ArgumentParser:
                         "folder: only the user's classes are used), or a calib.safetensors an earlier run saved "
                         "(unlabelled: the model's reading must find every user class in it)")
     r.add_argument("--eval-data", help="held-out npz / folder / mnist5k:test, for reporting only")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     r.add_argument("--out", required=True, help="run directory")
     r.add_argument("--resume", action="store_true", help="continue an interrupted run in --out after its last "
                    "finished phase (even after kill -9), with the images it saved")
-    r.add_argument("--quiet", action="store_true")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
     _model_args(r)
 
     w = sub.add_parser("sweep", help="accuracy vs FPGA MAC cost over weight x activation formats x algorithms",
                        description="Quantize the model with every weight/activation format pair (3-8 bits, integer "
                        "and minifloat splits) and algorithm set, evaluate it, and plot accuracy against the LUTs of "
                        "one MAC (from the committed Yosys table). Writes sweep.csv and pareto.png in --out.")
-    w.add_argument("--model", required=True)
-    w.add_argument("--weights", required=True)
+    w.add_argument("--model", required=True, help="zoo name or path/to/file.py:factory")
+    w.add_argument("--weights", required=True, help="model weights (.safetensors or a torch state_dict)")
     w.add_argument("--eval-data", required=True, help="held-out data for the accuracy axis")
-    w.add_argument("--eval-samples", type=int, default=2000)
+    w.add_argument("--eval-samples", type=_pos, default=2000, help="held-out images per point (default 2000)")
     _calib_args(w)
-    w.add_argument("--w-bits", default="3-8", help="weight bit widths, e.g. 3-8 or 4,8 (default 3-8)")
-    w.add_argument("--a-bits", default="4,6,8", help="activation bit widths (default 4,6,8)")
-    w.add_argument("--exps", default="2,3", help="minifloat exponent widths to try (E4M3/E5M2 always at 8 bits)")
+    w.add_argument("--w-bits", type=_bits, default="3-8", help="weight bit widths, e.g. 3-8 or 4,8 (default 3-8)")
+    w.add_argument("--a-bits", type=_bits, default="4,6,8", help="activation bit widths (default 4,6,8)")
+    w.add_argument("--exps", type=_exps, default="2,3",
+                   help="minifloat exponent widths to try (E4M3/E5M2 always at 8 bits)")
     w.add_argument("--all-splits", action="store_true", help="every minifloat split of every width")
     w.add_argument("--algo", default="rtn", help="algorithm sets separated by ';', each comma-separated, e.g. "
                    "'rtn;gptq,bias_correction' (default rtn)")
-    w.add_argument("--out", required=True)
-    w.add_argument("--quiet", action="store_true")
+    w.add_argument("--out", required=True, help="run directory")
+    w.add_argument("--quiet", action="store_true", help="no progress bar")
     _model_args(w)
 
     c = sub.add_parser("condense", help="make a condensed set (Distribution Matching) from real labelled data",
@@ -253,15 +295,15 @@ def build_parser() -> argparse.ArgumentParser:
                        "Distribution Matching (random ConvNet embeddings, DSA augmentation, initialised from real "
                        "images). Writes OUT/condensed.npz (uint8 NHWC, labels, class names) and a grid PNG.")
     c.add_argument("--data", required=True, help="labelled npz / image folder / mnist5k")
-    c.add_argument("--ipc", type=int, default=10, help="images per class (e.g. 1, 10, 50)")
+    c.add_argument("--ipc", type=_pos, default=10, help="images per class (e.g. 1, 10, 50)")
     cg = c.add_mutually_exclusive_group()
     cg.add_argument("--budget", default="25m", help="wall-clock budget (default 25m)")
-    cg.add_argument("--iterations", type=int, help="a number of iterations instead")
-    c.add_argument("--batch-real", type=int, default=64, help="real images per class per iteration (default 64)")
-    c.add_argument("--lr", type=float, default=1.0, help="learning rate of the images (default 1.0)")
-    c.add_argument("--seed", type=int, default=0)
+    cg.add_argument("--iterations", type=_pos, help="a number of iterations instead")
+    c.add_argument("--batch-real", type=_pos, default=64, help="real images per class per iteration (default 64)")
+    c.add_argument("--lr", type=_positive_float, default=1.0, help="learning rate of the images (default 1.0)")
+    c.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     c.add_argument("--out", required=True, help="run directory")
-    c.add_argument("--quiet", action="store_true")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
 
     sub.add_parser("models", help="list the model zoo")
     return ap
@@ -358,19 +400,31 @@ def _prune(a: argparse.Namespace) -> None:
           f"non-zero MACs{acc}; run directory {a.out}")
 
 
-def _bits(s: str) -> tuple[int, ...]:
-    if "-" in s:
-        lo, hi = s.split("-")
-        return tuple(range(int(lo), int(hi) + 1))
-    return tuple(int(v) for v in s.split(","))
+def _bits(s: str, lo: int = 2, what: str = "bit widths") -> tuple[int, ...]:
+    """'3-8' or '4,6,8': bit widths between ``lo`` and 8."""
+    try:
+        if "-" in s:
+            lo, hi = s.split("-")
+            bits = tuple(range(int(lo), int(hi) + 1))
+        else:
+            bits = tuple(int(v) for v in s.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what} such as 3-8 or 4,6,8, got '{s}'") from None
+    if not bits or not all(lo <= b <= 8 for b in bits):
+        raise argparse.ArgumentTypeError(f"expected {what} between {lo} and 8 such as 3-8 or 4,6,8, got '{s}'")
+    return bits
+
+
+def _exps(s: str) -> tuple[int, ...]:
+    return _bits(s, 1, "exponent widths")
 
 
 def _sweep(a: argparse.Namespace) -> None:
     from datafree.api import sweep
 
     algos = [[x for x in group.split(",") if x.strip() and x.strip() != "rtn"] for group in a.algo.split(";")]
-    rows = sweep(a.model, weights=a.weights, eval_data=a.eval_data, calib=a.calib, w_bits=_bits(a.w_bits),
-                 a_bits=_bits(a.a_bits), exps=_bits(a.exps), all_splits=a.all_splits, algorithms=algos,
+    rows = sweep(a.model, weights=a.weights, eval_data=a.eval_data, calib=a.calib, w_bits=a.w_bits,
+                 a_bits=a.a_bits, exps=a.exps, all_splits=a.all_splits, algorithms=algos,
                  eval_samples=a.eval_samples, calib_samples=a.calib_samples, out=a.out, num_classes=a.num_classes,
                  input_shape=a.input_shape, mean=a.mean, std=a.std, progress=not a.quiet)
     front = sum(str(r["pareto"]) == "True" for r in rows)
@@ -420,8 +474,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"datafree: error: {e.strerror or e}: {e.filename or ''}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("datafree: interrupted; the last checkpoint is intact (rerun with --resume)", file=sys.stderr)
+        resumable = args.cmd in ("distill", "prune")
+        print("datafree: interrupted; " + ("the last checkpoint is intact (rerun with --resume)" if resumable else
+              "finished files are intact; rerun the command"), file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - a defect or an input no check foresaw: one line, not a traceback
+        if os.environ.get("DATAFREE_DEBUG"):
+            raise
+        msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        print(f"datafree: error: {type(e).__name__}: {msg} (an unexpected failure: check the inputs; rerun with "
+              "DATAFREE_DEBUG=1 for the traceback and report it)", file=sys.stderr)
+        return 1
     return 0
 
 

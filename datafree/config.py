@@ -74,7 +74,31 @@ def make_strategy_config(registry: dict, kind: str, name: str, overrides: dict):
     bad = [k for k in overrides if k not in known]
     if bad:
         raise DatafreeError(f"{kind} '{name}' has no option '{bad[0]}'; options: {', '.join(sorted(known)) or 'none'}")
-    return cls(**overrides)
+    return cls(**checked_options(cls, overrides, f"{kind} '{name}'"))
+
+
+def checked_options(cls, options: dict, what: str) -> dict:
+    """``options`` for dataclass ``cls``, each checked against its field's annotation when that is made of
+    bool, int, float, str and None: a mistyped value (g_steps=abc) is one clear error, not a crash deep inside
+    the method.  Integers are accepted for float fields and converted."""
+    from datafree.errors import DatafreeError
+
+    kinds = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,), "None": (type(None),)}
+    out = dict(options)
+    for f in dataclasses.fields(cls):
+        if f.name not in options:
+            continue
+        names = (f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "?")).replace(" ", "").split("|")
+        if not all(n in kinds for n in names):
+            continue  # containers and other types: the method checks them
+        v = options[f.name]
+        ok = any(isinstance(v, kinds[n]) and not (isinstance(v, bool) and n in ("int", "float")) for n in names)
+        if not ok:
+            raise DatafreeError(f"{what} option '{f.name}' must be {' or '.join(n for n in names if n != 'None')}, "
+                                f"got {v!r}")
+        if "float" in names and "int" not in names and type(v) is int:
+            out[f.name] = float(v)
+    return out
 
 
 def from_dict(cls, data: dict):

@@ -89,7 +89,7 @@ def test_unwritable_out(capsys, tmp_path):
     assert_one_line_error(code, err, "cannot write to output directory")
 
 
-def test_nan_loss_stops_cleanly_keeping_the_checkpoint(capsys, tmp_path):
+def test_nan_weights_are_refused_on_loading(capsys, tmp_path):
     bad = tiny_cnn()
     with torch.no_grad():
         bad[-1].weight.fill_(float("nan"))
@@ -97,6 +97,13 @@ def test_nan_loss_stops_cleanly_keeping_the_checkpoint(capsys, tmp_path):
     torch.save(bad.state_dict(), f)
     code, err = run_main(capsys, *_distill(tmp_path, "--teacher-weights", str(f), "--kd-steps", "2",
                                           "--synth-opt", "batch_size=8", "--batch-size", "8"))
+    assert_one_line_error(code, err, "NaN or infinite values")
+    assert not (tmp_path / "run" / "student.safetensors").exists()
+
+
+def test_nan_loss_stops_cleanly_keeping_the_checkpoint(capsys, tmp_path):
+    code, err = run_main(capsys, *_distill(tmp_path, "--kd-steps", "2", "--lr", "1e30", "--synth-opt", "batch_size=8",
+                                          "--batch-size", "8"))
     assert_one_line_error(code, err, "became nan")
     assert not (tmp_path / "run" / "student.safetensors").exists()
 
@@ -119,3 +126,75 @@ def test_real_process_exit_code_and_no_traceback(tmp_path):
     assert p.returncode == 2
     assert p.stderr.strip().startswith("datafree: error:") and "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_every_option_of_every_command_has_help():
+    from datafree.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, __import__("argparse")._SubParsersAction))
+    missing = [f"{name} {a.option_strings[0]}" for name, p in sub.choices.items() for a in p._actions
+               if a.option_strings and a.help is None]
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--kd-steps", "0"], "--kd-steps: must be at least 1"),
+    (["--lr", "-1"], "--lr: must be a positive number"),
+    (["--std", "0"], "--std: expected positive numbers"),
+])
+def test_bad_numbers_are_argparse_errors(capsys, tmp_path, args, needle):
+    with pytest.raises(SystemExit) as e:
+        main(_distill(tmp_path, *args))
+    assert e.value.code == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_mistyped_option_values_are_one_line_errors(capsys, tmp_path):
+    code, err = run_main(capsys, *_distill(tmp_path, "--synth-opt", "g_steps=abc"))
+    assert_one_line_error(code, err, "option 'g_steps' must be int, got 'abc'")
+    code, err = run_main(capsys, *_distill(tmp_path, "--replay-opt", "ratio=true"))
+    assert_one_line_error(code, err, "option 'ratio' must be float")
+
+
+def test_a_run_directory_is_neither_overwritten_nor_resumed_with_other_settings(capsys, tmp_path):
+    base = ("--kd-steps", "2", "--synth-opt", "batch_size=8", "--batch-size", "8")
+    assert run_main(capsys, *_distill(tmp_path, *base))[0] == 0
+    run = tmp_path / "run"
+    config, metrics = (run / "config.yaml").read_text(), (run / "metrics.jsonl").read_text()
+    code, err = run_main(capsys, *_distill(tmp_path, *base))  # a fresh run into a finished one
+    assert_one_line_error(code, err, "already holds a run; pass --resume")
+    code, err = run_main(capsys, *_distill(tmp_path, *base, "--resume", "--lr", "0.5"))
+    assert_one_line_error(code, err, "distill.lr: 0.05 then, 0.5 now")
+    code, err = run_main(capsys, *_distill(tmp_path, *base, "--resume", "--synthesizer", "pixel"))
+    assert_one_line_error(code, err, "was made with other settings")
+    assert (run / "config.yaml").read_text() == config and (run / "metrics.jsonl").read_text() == metrics
+    argv = _distill(tmp_path, *base, "--resume")
+    argv[argv.index("--rounds") + 1] = "2"  # a longer budget may be resumed
+    assert run_main(capsys, *argv)[0] == 0
+
+
+def test_corrupt_weights_and_data_files_are_one_line_errors(capsys, tmp_path):
+    import numpy as np
+
+    from datafree.io.safetensors import save_safetensors
+
+    w = tmp_path / "w.safetensors"
+    save_safetensors(tiny_cnn().state_dict(), w)
+    (tmp_path / "cut.safetensors").write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    np.savez(tmp_path / "neg.npz", x=np.zeros((4, 8, 8, 3), np.uint8), y=np.array([0, 1, -1, 2]))
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "neg.npz").read_bytes()[:100])
+    common = ["evaluate", "--model", TINY, "--input-shape", "3,8,8", "--num-classes", "4"]
+    code, err = run_main(capsys, *common, "--weights", str(tmp_path / "cut.safetensors"), "--data",
+                         str(tmp_path / "neg.npz"))
+    assert_one_line_error(code, err, "is not a valid safetensors file")
+    code, err = run_main(capsys, *common, "--weights", str(w), "--data", str(tmp_path / "neg.npz"))
+    assert_one_line_error(code, err, "labels must be integers from 0")
+    code, err = run_main(capsys, *common, "--weights", str(w), "--data", str(tmp_path / "cut.npz"))
+    assert_one_line_error(code, err, "cannot read")
+
+
+def test_api_mirrors_every_command():
+    import datafree
+
+    for name in ("distill", "train", "evaluate_dataset", "quantize", "prune", "sweep", "condense"):
+        assert callable(getattr(datafree, name))

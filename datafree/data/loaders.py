@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,17 +39,22 @@ def load_npz(path: str | os.PathLike) -> ImageSet:
     if not os.path.isfile(path):
         raise DatafreeError(f"data file '{path}' not found")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:  # fh: closed even when np.load fails
             if "x" not in z or "y" not in z:
                 raise DatafreeError(f"'{path}' must contain arrays 'x' (uint8 NHWC) and 'y' (labels)")
             x, y = z["x"], z["y"]
             names = [str(s) for s in z["class_names"]] if "class_names" in z else None
-    except (ValueError, OSError, TypeError) as e:  # TypeError: a .npy (not .npz) file
+    except (ValueError, OSError, TypeError, zipfile.BadZipFile, EOFError) as e:  # TypeError: a .npy file
         raise DatafreeError(f"cannot read '{path}' as npz: {e}") from None
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4 or len(x) != len(y):
         raise DatafreeError(f"'{path}': expected x of shape N x H x W x C and N labels, got {x.shape} / {y.shape}")
+    if len(y) == 0:
+        raise DatafreeError(f"'{path}' holds no image")
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+        raise DatafreeError(f"'{path}': labels must be integers from 0 (class indices), got {y.dtype} with "
+                            f"minimum {y.min()}")
     if x.dtype != np.uint8:
         x = np.clip(np.rint(x * 255.0 if x.max() <= 1.0 else x), 0, 255).astype(np.uint8)
     xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))

@@ -50,7 +50,10 @@ def _read_header(f, path: str | os.PathLike) -> dict:
         (n,) = struct.unpack("<Q", f.read(8))
         if n > os.fstat(f.fileno()).st_size - 8:  # a corrupt length would allocate that much
             raise ValueError
-        return json.loads(f.read(n))
+        header = json.loads(f.read(n))
+        if not isinstance(header, dict):
+            raise ValueError
+        return header
     except (struct.error, ValueError, UnicodeDecodeError):
         raise DatafreeError(f"'{path}' is not a valid safetensors file") from None
 
@@ -60,14 +63,20 @@ def load_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         header = _read_header(f, path)
         data = f.read()
     out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        b, e = info["data_offsets"]
-        buf = bytearray(data[b:e])
-        dtype = _FROM[info["dtype"]]
-        t = torch.frombuffer(buf, dtype=torch.uint8) if buf else torch.empty(0, dtype=torch.uint8)
-        out[name] = t.view(dtype).reshape(info["shape"]).clone()
+    try:
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            b, e = info["data_offsets"]
+            if not 0 <= b <= e <= len(data):
+                raise ValueError("tensor data beyond the end of the file")
+            buf = bytearray(data[b:e])
+            dtype = _FROM[info["dtype"]]
+            t = torch.frombuffer(buf, dtype=torch.uint8) if buf else torch.empty(0, dtype=torch.uint8)
+            out[name] = t.view(dtype).reshape(info["shape"]).clone()
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # truncated or malformed: not a crash
+        raise DatafreeError(f"'{path}' is not a valid safetensors file (truncated or corrupt: "
+                            f"{type(e).__name__})") from None
     return out
 
 

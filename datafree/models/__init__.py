@@ -103,11 +103,18 @@ def _from_file(ref: str, num_classes: int | None) -> nn.Module:
         raise DatafreeError(f"model file '{path}' not found")
     spec = importlib.util.spec_from_file_location(Path(path).stem, path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # noqa: BLE001 - the user's file: its own error, in one line
+        raise DatafreeError(f"model file '{path}' fails to import: {type(e).__name__}: {e}") from None
     fn = getattr(module, factory, None)
     if fn is None:
         raise DatafreeError(f"'{path}' has no attribute '{factory}'")
-    model = fn(num_classes=num_classes) if num_classes else fn()
+    try:
+        model = fn(num_classes=num_classes) if num_classes else fn()
+    except TypeError as e:
+        raise DatafreeError(f"'{ref}' cannot be called as {factory}({'num_classes=N' if num_classes else ''}): {e}; "
+                            "the factory must take num_classes as a keyword") from None
     if not isinstance(model, nn.Module):
         raise DatafreeError(f"'{ref}' returned {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -182,6 +189,10 @@ def load_weights(model: nn.Module, path: str | os.PathLike, name: str | None = N
     extra = [k for k in sd if k not in expected]
     if extra:
         raise DatafreeError(f"weights '{path}' do not match the architecture: unexpected key '{extra[0]}'")
+    bad = next((k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise DatafreeError(f"weights '{path}' hold NaN or infinite values (first in '{bad}'): the checkpoint is "
+                            "broken; use another one")
     model.load_state_dict(sd, strict=False)
     return model
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields
 import torch
 from torch import nn
 
+from datafree.config import checked_options
 from datafree.errors import DatafreeError
 from datafree.quant.adaround import AdaRoundConfig, adaround
 from datafree.quant.bias_correction import BiasCorrectionConfig, bias_correction
@@ -76,7 +77,7 @@ class QuantConfig:
         bad = [k for k in opts if k not in known]
         if bad:
             raise DatafreeError(f"{name} has no option '{bad[0]}'; options: {', '.join(sorted(known))}")
-        return cls(**opts)
+        return cls(**checked_options(cls, opts, name))
 
     def specs(self) -> tuple[QuantSpec, QuantSpec | None, tuple[QuantSpec, QuantSpec | None] | None]:
         wf = parse_format(self.weights)
