@@ -14,7 +14,7 @@ from torch import nn
 
 from datafree.config import checked_options, to_dict
 from datafree.data.augment import normalize
-from datafree.data.loaders import ImageSet, load_dataset
+from datafree.data.loaders import ImageSet, data_label, load_dataset
 from datafree.distill.engine import DistillConfig, Distiller, DistillResult, method_configs
 from datafree.distill.supervised import TrainConfig, train_supervised
 from datafree.errors import DatafreeError
@@ -162,7 +162,7 @@ def distill(teacher: nn.Module | str, student: nn.Module | str, input_shape=None
         report = {
             "kind": "data-free distillation" if engine.guide is None else "distillation with guide samples",
             "data_used": _data_used(engine),
-            "eval_data": str(eval_data) if eval_data is not None else None, "budget": str(engine.budget),
+            "eval_data": data_label(eval_data), "budget": str(engine.budget),
             "elapsed_s": res.summary["elapsed_s"], "wall_s": time.time() - t0, "machine": machine_info(),
             "teacher": {"arch": meta.name, "params": _params(teacher),
                         "accuracy": teacher_eval["accuracy"] if teacher_eval else None},
@@ -319,8 +319,7 @@ def quantize(model: nn.Module | str, config=None, calib=None, *, weights: str | 
     ex, ey = _eval_tensors(eval_data, meta)
     report = {"kind": "post-training quantization", "model": meta.name, "config": to_dict(cfg),
               "calibration": calib_desc, "calibration_data_s": round(t_calib, 1), **info,
-              "eval_data": str(eval_data) if isinstance(eval_data, (str, os.PathLike)) else None,
-              "machine": machine_info()}
+              "eval_data": data_label(eval_data), "machine": machine_info()}
     if ex is not None:
         report["fp32_accuracy"] = evaluate(model, ex, ey)["accuracy"]
         report["accuracy"] = evaluate(qmodel, ex, ey)["accuracy"]
@@ -335,8 +334,11 @@ def quantize(model: nn.Module | str, config=None, calib=None, *, weights: str | 
     if run:
         run.write_config({"quantize": to_dict(cfg), "model": meta.name, "weights": weights,
                           "calibration": calib_desc, "eval_data": report["eval_data"]})
-        run.save_weights(qmodel, "quantized.safetensors", {"arch": meta.name, "format": "fake-quantized (dequantized "
-                         "grid values), BN folded", "weights": cfg.weights, "activations": str(cfg.activations)})
+        from datafree.quant.checkpoint import save_quantized
+
+        save_quantized(qmodel, cfg, run.file("quantized.safetensors"), {
+            "arch": meta.name, "format": "fake-quantized (dequantized grid values), BN folded, with every quantizer's "
+            "parameters: datafree.quant.load_quantized", "weights": cfg.weights, "activations": str(cfg.activations)})
         from datafree.report import write_quant_report
 
         write_quant_report(run, report)

@@ -80,18 +80,24 @@ def write_report(run: RunDir, report: dict, history: list[dict], title: str) -> 
     lines += ["| model | params | last acc. | mean acc. over run | variance | max drawdown |",
               "|---|---:|---:|---:|---:|---:|"]
     for name, r in rows:
+        r = {**r, "last": r.get("last_accuracy", r.get("accuracy"))}  # the last of the evaluations the mean is of
         pct = {k: f"{100 * r[k]:.2f} %" if r.get(k) is not None else "-"
-               for k in ("accuracy", "mean_accuracy", "max_drawdown")}
+               for k in ("last", "mean_accuracy", "max_drawdown")}
         var = f"{r['var_accuracy'] * 1e4:.2f} pt²" if r.get("var_accuracy") is not None else "-"
-        lines.append(f"| {name} ({r.get('arch', '?')}) | {r.get('params', 0):,} | {pct['accuracy']} | "
+        lines.append(f"| {name} ({r.get('arch', '?')}) | {r.get('params', 0):,} | {pct['last']} | "
                      f"{pct['mean_accuracy']} | {var} | {pct['max_drawdown']} |")
     lines += ["", f"- synthetic images/s: {s.get('synthetic_images_per_s', 0):.1f}; student images/s: "
               f"{s.get('student_images_per_s', 0):.1f}",
               f"- rounds with suspected generator collapse: {s.get('collapse_rounds', 0)}", ""]
     if has_plot:
         lines += ["![accuracy over time](accuracy.png)", ""]
-    lines += ["Accuracy is measured on the held-out data after every round, outside the method's clock; "
-              "nothing is selected by it.  `last` is the final student, saved as student.safetensors.", ""]
+    fp32 = s.get("accuracy")
+    bf16 = ", under bf16 autocast" if report.get("config", {}).get("distill", {}).get("bf16") else ""
+    lines += ["Accuracy is measured on the held-out data after every round, outside the method's clock "
+              f"(metrics.jsonl{bf16}); "
+              "nothing is selected by it.  `last` is the last of those evaluations, of the final student, saved as "
+              "student.safetensors" + (f"; re-evaluated in float32 it scores {100 * fp32:.2f} %." if fp32 is not None
+                                        else "."), ""]
     atomic_write_text(run.file("report.md"), "\n".join(lines))
 
 

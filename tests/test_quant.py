@@ -487,3 +487,24 @@ def test_gptq_block_cached_inputs_equal_the_per_layer_forward(monkeypatch):
     assert info["steps"]["gptq"]["gptq_layers"] == 20
     a, b = q_cached.state_dict(), q_plain.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("cfg", [
+    QuantConfig(weights="int4", activations="int4", algorithms=["smoothquant", "bias_correction"]),
+    QuantConfig(weights="fp6_e3m2", activations="e2m1", w_granularity="group", group_size=4),
+    QuantConfig(weights="int8", activations="int6_asym", quantize_residuals=True),
+])
+def test_a_saved_quantized_model_loads_back_to_the_same_outputs(tmp_path, cfg):
+    from datafree.quant import load_quantized, save_quantized
+
+    torch.manual_seed(0)
+    model = datafree.create_model("resnet20").eval() if cfg.quantize_residuals else trained_tiny_teacher()
+    x = torch.rand(32, 3, 8, 8)
+    qmodel, _ = quantize(model, cfg, x, progress=False)
+    save_quantized(qmodel, cfg, tmp_path / "q.safetensors")
+    fresh = datafree.create_model("resnet20") if cfg.quantize_residuals else trained_tiny_teacher(seed=1)
+    loaded = load_quantized(fresh.eval(), tmp_path / "q.safetensors")
+    with torch.no_grad():
+        assert torch.equal(loaded(x), qmodel(x))
+        calibrated_elsewhere, _ = quantize(model, cfg, x * 0.5, progress=False)
+        assert not torch.equal(calibrated_elsewhere(x), qmodel(x))  # the activation scales make the difference

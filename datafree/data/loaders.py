@@ -34,6 +34,14 @@ class ImageSet:
         return {int(v): int(c) for v, c in zip(vals, cnt)}
 
 
+def data_label(data) -> str | None:
+    """How a report names data: its path, or its size when it was given in memory."""
+    if data is None or isinstance(data, (str, os.PathLike)):
+        return None if data is None else str(data)
+    n = len(data.y) if isinstance(data, ImageSet) else len(data[1]) if isinstance(data, (tuple, list)) else None
+    return f"{n:,} images given in memory" if n is not None else "data given in memory"
+
+
 def load_npz(path: str | os.PathLike) -> ImageSet:
     """``x`` uint8 NHWC (or NHW for grey) and ``y`` int labels - the format of ../shared/data."""
     if not os.path.isfile(path):

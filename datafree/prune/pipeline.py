@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from datafree.config import to_dict
+from datafree.data.loaders import data_label
 from datafree.errors import DatafreeError
 from datafree.prune import build_pruner, make_pruner_config
 from datafree.prune.crisp import sparsity_stats
@@ -157,7 +158,7 @@ def prune(model: nn.Module | str, *, classes: list[int] | None = None, method: s
     if run:
         _save_calibration(run, x, desc)
         run.write_config({"prune": method, method: to_dict(cfg), "model": meta.name, "weights": weights,
-                          "data": desc, "eval_data": str(eval_data) if eval_data is not None else None})
+                          "data": desc, "eval_data": data_label(eval_data)})
         run.reset_metrics()
         for row in state["history"] if state else []:
             run.log_metrics(row)
@@ -175,7 +176,7 @@ def prune(model: nn.Module | str, *, classes: list[int] | None = None, method: s
               "config": to_dict(cfg), "data": desc, "data_s": round(t_data, 1),
               "prune_s": round(time.time() - t1, 1),  # wall-clock, held-out evaluation included
               "method_s": history[-1]["elapsed_s"] if history else 0.0,  # what --budget limits
-              "eval_data": str(eval_data) if eval_data is not None else None,
+              "eval_data": data_label(eval_data),
               "dense": dense_eval, "pruned": history[-1] if history else {},
               "sparsity": sparsity_stats(pruned), "macs": mac_counts(pruned, meta.input_shape),
               "storage": storage(pruned, cfg.n, cfg.m, cfg.block), "machine": machine_info()}

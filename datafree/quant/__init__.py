@@ -176,6 +176,8 @@ def quantize(model: nn.Module, cfg: QuantConfig, calib: torch.Tensor, progress: 
     return qmodel, info
 
 
+from datafree.quant.checkpoint import load_quantized, save_quantized  # noqa: E402  (needs QuantConfig above)
+
 __all__ = ["ALGORITHMS", "AdaRoundConfig", "BiasCorrectionConfig", "CLEConfig", "GPTQConfig", "IntFormat",
-           "MinifloatFormat", "QuantConfig", "QuantLayer", "QuantSpec", "SmoothQuantConfig", "parse_format", "quantize",
-           "synthetic_calibration"]
+           "MinifloatFormat", "QuantConfig", "QuantLayer", "QuantSpec", "SmoothQuantConfig", "load_quantized",
+           "parse_format", "quantize", "save_quantized", "synthetic_calibration"]
