@@ -6,6 +6,7 @@
     datafree.evaluate(model, x, y)   # x: float NCHW in the model's input space
 """
 
+import datafree.condense  # noqa: F401  (loaded first: the function below keeps the name)
 from datafree.api import condense, distill, evaluate_dataset, prune, quantize, sweep, train
 from datafree.data import ImageSet, load_dataset, load_mnist5k, load_npz
 from datafree.distill import DistillConfig, DistillResult

@@ -224,7 +224,8 @@ def train(model: nn.Module | str, data, *, epochs: int = 10, out: str | None = N
     cfg = TrainConfig(epochs=epochs, **options)
     run = RunDir(out) if out else None
     if run:
-        run.write_config({"train": to_dict(cfg), "model": meta.name, "data": str(data)})
+        run.write_config({"train": to_dict(cfg), "model": meta.name, "data": data_label(data),
+                          "eval_data": data_label(eval_data)})
         run.reset_metrics()
     t0 = time.time()
     hist = train_supervised(model, ds.float(), ds.y, cfg, meta.mean, meta.std, progress)
@@ -233,10 +234,20 @@ def train(model: nn.Module | str, data, *, epochs: int = 10, out: str | None = N
               "train_accuracy": hist[-1]["train_accuracy"],
               "accuracy": evaluate(model, ex, ey)["accuracy"] if ex is not None else None}
     if run:
+        from datafree.report import plot_series, write_markdown
+
         for h in hist:
             run.log_metrics(h)
         run.save_weights(model, "model.safetensors", {"arch": meta.name})
         run.save_json("report.json", result)
+        keys = [k for k in ("train_accuracy", "loss") if k in hist[-1]]
+        plot_series(hist, "epoch", keys, run.file("training.png"), f"{meta.name}: supervised training")
+        held = f"{100 * result['accuracy']:.2f} %" if result["accuracy"] is not None else "not measured"
+        write_markdown(run, f"datafree train: {meta.name}", [
+            f"real labelled data: **{data_label(data)}**, {len(ds):,} images ({per_class_counts(ds.y)})",
+            f"{epochs} epochs in {result['elapsed_s']:.0f} s; train accuracy {100 * result['train_accuracy']:.2f} %, "
+            f"held-out accuracy {held}" + (f" on {data_label(eval_data)}" if eval_data is not None else ""),
+            "weights: model.safetensors"], ["training.png"])
     result["model_obj"] = model
     return result
 
@@ -248,9 +259,10 @@ class QuantResult:
     run_dir: str | None = None
 
 
-def _calibration_data(calib, model: nn.Module, meta: ModelMeta, n: int, seed: int, progress: bool
-                      ) -> tuple[torch.Tensor, str]:
-    """(calibration images in the model input space, a sentence saying where they came from)."""
+def _calibration_data(calib, model: nn.Module, meta: ModelMeta, n: int, seed: int, progress: bool,
+                      label: str | None = None) -> tuple[torch.Tensor, str]:
+    """(calibration images in the model input space, a sentence saying where they came from: ``label`` or
+    ``calib``'s path)."""
     from datafree.quant.calib import synthetic_calibration
 
     if calib is None or (isinstance(calib, str) and calib == "synthetic"):
@@ -268,7 +280,13 @@ def _calibration_data(calib, model: nn.Module, meta: ModelMeta, n: int, seed: in
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(ds), generator=g)[:n]
     x = normalize(ds.x[idx].float() / 255, meta.mean, meta.std)
-    return x, f"real: {len(idx)} images from {calib if isinstance(calib, (str, os.PathLike)) else 'the given set'}"
+    return x, f"real: {len(idx)} images from {label or data_label(calib)} ({per_class_counts(ds.y[idx])})"
+
+
+def per_class_counts(y: torch.Tensor) -> str:
+    """'per class: 0: 12, 1: 9, ...' - how much real data of each class touched a run."""
+    classes, counts = torch.unique(y, return_counts=True)
+    return "per class: " + ", ".join(f"{c}: {k}" for c, k in zip(classes.tolist(), counts.tolist()))
 
 
 def _saved_calibration(path, meta: ModelMeta, n: int) -> tuple[torch.Tensor, str]:
@@ -332,8 +350,23 @@ def quantize(model: nn.Module | str, config=None, calib=None, *, weights: str | 
     if onnx and run:
         report["onnx"] = export_report(model, qmodel, meta, run, ex, progress)
     if run:
+        from datafree.quant.graph import quant_layers
+        from datafree.report import plot_series
+
+        layers = [{"layer": m.name, "weight_rel_error": float((m.weight_q - m.weight).pow(2).sum()
+                                                              / m.weight.pow(2).sum().clamp_min(1e-12))}
+                  for m in quant_layers(qmodel)]
+        report["weight_rel_error"] = layers
+        run.reset_metrics()  # one row per step of the recipe, then one per layer
+        for name, step in info["steps"].items():
+            run.log_metrics({"step": name, **{k: v for k, v in step.items() if isinstance(v, (int, float, str))}})
+        for row in layers:
+            run.log_metrics(row)
+        plot_series(layers, "layer", ["weight_rel_error"], run.file("weight_error.png"),
+                    "relative squared error of the quantized weights", log_y=True, bars=True)
         run.write_config({"quantize": to_dict(cfg), "model": meta.name, "weights": weights,
-                          "calibration": calib_desc, "eval_data": report["eval_data"]})
+                          "calib": data_label(calib) or "synthetic", "calib_samples": calib_samples, "seed": seed,
+                          "onnx": onnx, "calibration": calib_desc, "eval_data": report["eval_data"]})
         from datafree.quant.checkpoint import save_quantized
 
         save_quantized(qmodel, cfg, run.file("quantized.safetensors"), {
@@ -419,14 +452,23 @@ def condense(data, *, ipc: int = 10, budget: str | None = "25m", iterations: int
     run.reset_metrics()
     t0 = time.time()
     syn, hist = run_condense(ds, cfg, progress, run.log_metrics)
+    if hist and hist[-1]["iteration"] % 10:  # metrics.jsonl holds every 10th iteration and the last
+        run.log_metrics(hist[-1])
     save_npz(syn, run.file("condensed.npz"))
-    from datafree.report import save_grid
+    from datafree.report import plot_series, save_grid, write_markdown
 
     save_grid(syn, run.file("condensed.png"))
+    plot_series(hist, "iteration", ["loss"], run.file("loss.png"), "Distribution Matching loss", log_y=True)
     report = {"kind": "dataset condensation (Distribution Matching)", "ipc": ipc, "images": len(syn),
               "classes": len(syn.counts()), "source": str(data) if isinstance(data, (str, os.PathLike)) else None,
               "source_images": len(ds), "iterations": len(hist), "wall_s": time.time() - t0,
               "first_loss": hist[0]["loss"] if hist else None, "last_loss": hist[-1]["loss"] if hist else None,
               "config": to_dict(cfg), "machine": machine_info(), "npz": str(run.file("condensed.npz"))}
     run.save_json("report.json", report)
+    write_markdown(run, f"datafree condense: {ipc} image(s) per class", [
+        f"real labelled data condensed: **{data_label(data)}**, {len(ds):,} images ({per_class_counts(ds.y)})",
+        f"Distribution Matching, {len(hist)} iterations in {report['wall_s']:.0f} s; loss {report['first_loss']:.1f} "
+        f"-> {report['last_loss']:.1f}" if hist else "no iteration ran",
+        f"output: condensed.npz, {len(syn)} images (uint8, the npz format of ../shared/data)"],
+        ["condensed.png", "loss.png"])
     return report

@@ -33,6 +33,44 @@ def plot_runs(histories: dict[str, list[dict]], path, title: str = "held-out acc
     return True
 
 
+def plot_series(rows: list[dict], x: str, ys: list[str], path, title: str, log_y: bool = False,
+                bars: bool = False) -> bool:
+    """Columns ``ys`` of ``rows`` against column ``x`` (as lines, or bars), one PNG; False without matplotlib or
+    data."""
+    rows = [r for r in rows if all(r.get(k) is not None for k in (x, *ys))]
+    plt = pyplot() if rows else None
+    if plt is None:
+        return False
+    fig, ax = plt.subplots(figsize=(6.5, 3.8), dpi=110)
+    pos = list(range(len(rows)))
+    for i, k in enumerate(ys):
+        vals = [r[k] for r in rows]
+        if bars:
+            w = 0.8 / len(ys)
+            ax.bar([p + i * w for p in pos], vals, w, label=k)
+        else:
+            ax.plot([r[x] for r in rows], vals, lw=1.2, label=k)
+    if bars:
+        ax.set_xticks([p + 0.4 - 0.4 / len(ys) for p in pos], [str(r[x]) for r in rows], rotation=60, ha="right",
+                      fontsize=6)
+    ax.set_xlabel(x)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if log_y:
+        ax.set_yscale("log")
+    if len(ys) > 1:
+        ax.legend(fontsize=8)
+    save_figure(fig, path)
+    return True
+
+
+def write_markdown(run: RunDir, title: str, items: list[str], images: list[str]) -> None:
+    """A short report.md: a title, a bulleted list of what the run did and used, and its PNGs."""
+    lines = [f"# {title}", "", *(f"- {s}" for s in items), ""]
+    lines += [f"![{name}]({name})" for name in images if run.file(name).is_file()]
+    atomic_write_text(run.file("report.md"), "\n".join(lines) + "\n")
+
+
 def pyplot():
     """matplotlib.pyplot on the Agg backend, or None when matplotlib is not installed (plots are optional)."""
     try:
@@ -144,6 +182,8 @@ def write_quant_report(run: RunDir, report: dict) -> None:
                          f"{100 * d['top1_agreement']:.2f} %, mean |logit diff| {d['mean_abs_logit_diff']:.4f} "
                          f"(mean |logit| {d['mean_abs_logit']:.2f})")
     lines += ["", "Steps: " + ", ".join(f"{k} {v.get('seconds', 0):.1f} s" for k, v in report["steps"].items()), ""]
+    if run.file("weight_error.png").is_file():
+        lines += ["![relative squared error of each layer's quantized weights](weight_error.png)", ""]
     atomic_write_text(run.file("report.md"), "\n".join(lines))
 
 

@@ -68,7 +68,11 @@ def test_condense_cli_writes_a_run_dir(tmp_path):
     assert r.returncode == 0, r.stderr
     assert load_npz(tmp_path / "c" / "condensed.npz").x.shape == (4, *SHAPE)
     rep = json.loads((tmp_path / "c" / "report.json").read_text())
-    assert rep["iterations"] == 5 and rep["images"] == 4 and (tmp_path / "c" / "metrics.jsonl").is_file()
+    assert rep["iterations"] == 5 and rep["images"] == 4
+    rows = (tmp_path / "c" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(rows[-1])["iteration"] == 5  # the last iteration is logged, as report.json's last_loss
+    report = (tmp_path / "c" / "report.md").read_text()
+    assert "per class: 0: " in report and "![loss.png](loss.png)" in report
 
 
 def test_discriminator_separates_condensed_features_from_noise():

@@ -304,8 +304,11 @@ def test_quantize_cli_end_to_end_with_real_and_synthetic_calibration(tmp_path):
         rep = json.loads((out / "report.json").read_text())
         assert rep["algorithms"] == ["gptq", "bias_correction"] and 0 <= rep["accuracy"] <= 1
         assert rep["calibration"].startswith("real" if calib.endswith("npz") else "synthetic")
-        for f in ("config.yaml", "quantized.safetensors", "report.md", "calib.safetensors"):
+        for f in ("config.yaml", "quantized.safetensors", "report.md", "calib.safetensors", "metrics.jsonl",
+                  "weight_error.png"):
             assert (out / f).is_file()
+        if calib.endswith("npz"):
+            assert "per class: " in rep["calibration"]
     # the saved synthetic calibration set is reused as it was made: the same quantized weights
     reuse = tmp_path / "reuse"
     r = subprocess.run([*base, "--calib", str(tmp_path / "synthetic" / "calib.safetensors"), "--out", str(reuse)],

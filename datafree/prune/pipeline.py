@@ -152,13 +152,14 @@ def prune(model: nn.Module | str, *, classes: list[int] | None = None, method: s
         if not keep.any():
             raise DatafreeError(f"{data} holds no image of classes {classes}")
         sub = dataclasses.replace(ds, x=ds.x[keep], y=ds.y[keep])
-        x, desc = _calibration_data(sub, model, meta, n_images, seed, progress)
-        desc += f" (classes {classes} only)"
+        x, desc = _calibration_data(sub, model, meta, n_images, seed, progress,
+                                    f"{data_label(data)}, classes {classes} only")
     t_data = time.time() - t0
     if run:
         _save_calibration(run, x, desc)
         run.write_config({"prune": method, method: to_dict(cfg), "model": meta.name, "weights": weights,
-                          "data": desc, "eval_data": data_label(eval_data)})
+                          "data": data_label(data) or "synthetic", "data_description": desc,
+                          "eval_data": data_label(eval_data)})
         run.reset_metrics()
         for row in state["history"] if state else []:
             run.log_metrics(row)
