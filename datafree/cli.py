@@ -443,6 +443,7 @@ def _condense(a: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("once")
+    warnings.formatwarning = lambda msg, cat, *_a, **_k: f"datafree: warning: {msg}\n"  # one line, no source
     try:
         if args.cmd == "distill":
             _distill(args)

@@ -14,6 +14,7 @@ import time
 from datafree.api import distill, train
 from datafree.data import load_mnist5k
 from datafree.io.atomic import ensure_writable_dir
+from datafree.io.budget import Budget
 from datafree.models import create_model, load_weights
 
 # digits: no mirror augmentation; a generator a quarter as wide as the CIFAR default (ngf 16, not 64): at 64 its
@@ -25,6 +26,7 @@ DEMO_SYNTH = dict(batch_size=128, ngf=16)
 
 
 def run_demo(out: str = "runs/demo", budget: str = "240s", seed: int = 0, progress: bool = True) -> dict:
+    Budget.parse(budget)  # a bad budget fails now, not after the teacher's training
     out_dir = ensure_writable_dir(out)
     t0 = time.time()
     test = load_mnist5k("test")

@@ -127,6 +127,10 @@ def model_meta(model: nn.Module, input_shape=None, num_classes=None, mean=None, 
     nc = num_classes or (meta.num_classes if meta else None)
     if shape is None or nc is None:
         raise DatafreeError("this model is not from the zoo: pass input_shape=(C, H, W) and num_classes")
+    for name, v in (("mean", mean), ("std", std)):
+        if v is not None and len(tuple(v)) not in (1, shape[0]):
+            raise DatafreeError(f"--{name} has {len(tuple(v))} values but the model's inputs have {shape[0]} "
+                                "channel(s): give one value per channel")
     return ModelMeta(shape, nc,
                      tuple(mean) if mean is not None else (meta.mean if meta else None),
                      tuple(std) if std is not None else (meta.std if meta else None),
