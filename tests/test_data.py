@@ -310,6 +310,10 @@ def test_load_image_folder(tmp_path):
     assert np.array_equal(ds.x[1].numpy(), expected[("ant", 0)].transpose(2, 0, 1))
     assert np.array_equal(ds.x[5].numpy(), expected[("zebra", 1)].transpose(2, 0, 1))
     assert torch.equal(load_dataset(str(root)).x, ds.x)
+    for cls in ("grey_a", "grey_b"):  # a folder of greyscale images only: one channel
+        (tmp_path / "g" / cls).mkdir(parents=True)
+        _write_png(tmp_path / "g" / cls / "0.png", _rand_uint8((4, 5), seed=len(cls)))
+    assert load_image_folder(tmp_path / "g").x.shape == (2, 1, 4, 5)
 
 
 @needs_pil

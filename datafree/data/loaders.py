@@ -81,7 +81,8 @@ def save_npz(ds: ImageSet, path: str | os.PathLike) -> None:
 
 
 def load_image_folder(root: str | os.PathLike) -> ImageSet:
-    """``root/<class>/<image>``, classes in sorted order (needs Pillow)."""
+    """``root/<class>/<image>``, classes in sorted order (needs Pillow); one channel when every image is
+    greyscale, RGB otherwise."""
     root = Path(root)
     if not root.is_dir():
         raise DatafreeError(f"image folder '{root}' not found")
@@ -92,13 +93,16 @@ def load_image_folder(root: str | os.PathLike) -> ImageSet:
     classes = sorted(d.name for d in root.iterdir() if d.is_dir())
     if not classes:
         raise DatafreeError(f"'{root}' has no class sub-folders (expected root/<class>/<image>)")
-    xs, ys = [], []
+    xs, ys, grey = [], [], True
     for ci, c in enumerate(classes):
         for f in sorted((root / c).iterdir()):
             if f.suffix.lower() in IMG_EXT:
                 with Image.open(f) as im:
+                    grey &= im.mode in ("1", "L", "LA", "I", "I;16")
                     xs.append(np.asarray(im.convert("RGB")))
                 ys.append(ci)
+    if grey:  # greyscale converted to RGB repeats one channel
+        xs = [a[..., :1] for a in xs]
     if not xs:
         raise DatafreeError(f"no images found under '{root}'")
     if len({a.shape for a in xs}) > 1:
