@@ -7,6 +7,7 @@ import math
 import os
 import platform
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -144,6 +145,8 @@ def distill(teacher: nn.Module | str, student: nn.Module | str, input_shape=None
                        guide_data=guide if guide is not None and cfg.guide is None else None)
     teacher_eval = evaluate(teacher, ex, ey, bf16=False) if ex is not None else None
     t0 = time.time()
+    if run and resume and not run.has_checkpoint():
+        warnings.warn(f"--resume: '{run.path}' holds no checkpoint, so this run starts afresh", stacklevel=2)
     if run:  # budget, rounds, held-out data and speed settings may change on resume, nothing else
         run.claim({**engine.resolved_config(),
                    "teacher": {"arch": meta.name, "weights": teacher_weights, "input_shape": list(meta.input_shape),
@@ -324,6 +327,9 @@ def quantize(model: nn.Module | str, config=None, calib=None, *, weights: str | 
     cfg = config or QuantConfig(**options)
     if config is not None and options:
         cfg = dataclasses.replace(config, **options)
+    for name in cfg.resolved_algorithms():  # a bad algorithm or option fails before minutes of calibration
+        cfg.algorithm_config(name)
+    cfg.specs()
     model = as_model(model, weights, num_classes).eval()
     meta = model_meta(model, input_shape, num_classes, mean, std)
     check_model(model, meta, "model")
@@ -415,6 +421,10 @@ def sweep(model: nn.Module | str, *, weights: str | None = None, eval_data=None,
 
     if eval_data is None:
         raise DatafreeError("the sweep needs --eval-data: accuracy is one of its two axes")
+    from datafree.quant import QuantConfig
+
+    for group in algorithms or [[]]:  # unknown algorithms fail before calibration, not after the first points
+        QuantConfig(algorithms=list(group)).resolved_algorithms()
     model = as_model(model, weights, num_classes).eval()
     meta = model_meta(model, input_shape, num_classes, mean, std)
     run = RunDir(out)

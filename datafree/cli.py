@@ -95,8 +95,16 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--std", type=_positive_floats, help="per-channel input std (zoo models know it)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the one-line errors of the rest of the CLI (the usage is one --help away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"datafree: error: {self.prog.removeprefix('datafree').strip() or 'datafree'}: {message} "
+                     f"(see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="datafree", description="Compress a trained image classifier without its "
+    ap = _Parser(prog="datafree", description="Compress a trained image classifier without its "
                                  "training data.", epilog=EPILOG)
     ap.add_argument("--version", action="version", version="datafree 0.1.0")
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
@@ -376,7 +384,7 @@ def _quantize(a: argparse.Namespace) -> None:
     sz = r["size"]
     sparse = (f" ({sz['sparse_compression']:.1f}x in its sparse pattern)"
               if sz.get("sparse_bytes", sz["quantized_bytes"]) < sz["quantized_bytes"] else "")
-    print(f"done: {cfg.weights} weights / {cfg.activations} activations{acc}; "
+    print(f"done: {cfg.weights} weights / {cfg.activations or 'float'} activations{acc}; "
           f"{sz['compression']:.1f}x smaller{sparse}; run directory {a.out}")
 
 
@@ -404,8 +412,8 @@ def _bits(s: str, lo: int = 2, what: str = "bit widths") -> tuple[int, ...]:
     """'3-8' or '4,6,8': bit widths between ``lo`` and 8."""
     try:
         if "-" in s:
-            lo, hi = s.split("-")
-            bits = tuple(range(int(lo), int(hi) + 1))
+            first, last = s.split("-")
+            bits = tuple(range(int(first), int(last) + 1))
         else:
             bits = tuple(int(v) for v in s.split(","))
     except ValueError:

@@ -15,6 +15,8 @@ from datafree.errors import DatafreeError
 from datafree.io.atomic import atomic_write_bytes, atomic_write_text, ensure_writable_dir
 from datafree.io.safetensors import save_safetensors
 
+KINDS = ("distill", "train", "quantize", "prune", "condense")  # the command a run directory's config belongs to
+
 
 class RunDir:
     def __init__(self, path: str | os.PathLike) -> None:
@@ -25,6 +27,12 @@ class RunDir:
         return self.path / name
 
     def write_config(self, cfg: dict) -> None:
+        """Write the resolved config; a directory that holds another command's run is refused, not overwritten."""
+        kind = next((k for k in KINDS if k in cfg), None)
+        old = self.read_config() if kind else None
+        if old is not None and kind not in old:
+            other = next((k for k in KINDS if k in old), "another")
+            raise DatafreeError(f"'{self.path}' holds a {other} run, not a {kind} one; choose another --out")
         atomic_write_text(self.file("config.yaml"), dump_yaml(cfg) + "\n")
 
     def read_config(self) -> dict | None:
@@ -98,7 +106,7 @@ class RunDir:
 def _flatten(d: dict, prefix: str = "") -> dict:
     out: dict = {}
     for k, v in d.items():
-        if isinstance(v, dict) and v:
+        if isinstance(v, dict):  # an empty dict adds no key: {} and {ngf: 32} differ in 'ngf'
             out.update(_flatten(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
@@ -106,10 +114,12 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def config_difference(old: dict, new: dict, free: frozenset[str] = frozenset()) -> str | None:
-    """The first setting (a dotted key) in which two resolved configs differ, as 'key: then -> now'; keys
-    in ``free`` are ignored."""
+    """The settings (dotted keys) in which two resolved configs differ, as 'key: then ..., now ...' - the
+    options a user set first, then what follows from them; keys in ``free`` are ignored."""
     a, b = _flatten(old), _flatten(new)
-    for k in sorted(set(a) | set(b)):
-        if k not in free and a.get(k) != b.get(k):
-            return f"{k}: {a.get(k)!r} then, {b.get(k)!r} now"
-    return None
+    keys = [k for k in set(a) | set(b) if k not in free and a.get(k) != b.get(k)]
+    keys.sort(key=lambda k: (k.count(".") != 1 or not k.startswith("distill."), k))  # distill.<option> first
+    if not keys:
+        return None
+    return "; ".join(f"{k}: {a.get(k)!r} then, {b.get(k)!r} now" for k in keys[:3]) + \
+        (f"; {len(keys) - 3} more" if len(keys) > 3 else "")

@@ -146,7 +146,19 @@ def test_bad_numbers_are_argparse_errors(capsys, tmp_path, args, needle):
     with pytest.raises(SystemExit) as e:
         main(_distill(tmp_path, *args))
     assert e.value.code == 2
-    assert needle in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert_one_line_error(2, err, needle)
+
+
+def test_sweep_bit_lists_parse():
+    from datafree.cli import _bits, _exps, build_parser
+
+    assert _bits("3-8") == (3, 4, 5, 6, 7, 8) and _bits("4,6,8") == (4, 6, 8) and _exps("1-3") == (1, 2, 3)
+    a = build_parser().parse_args(["sweep", "--model", "m", "--weights", "w", "--eval-data", "d", "--out", "o"])
+    assert a.w_bits == (3, 4, 5, 6, 7, 8) and a.a_bits == (4, 6, 8)  # the defaults go through the same parser
+    for bad in ("8-3", "abc", "9", "1"):
+        with pytest.raises(__import__("argparse").ArgumentTypeError):
+            _bits(bad)
 
 
 def test_mistyped_option_values_are_one_line_errors(capsys, tmp_path):
@@ -171,6 +183,9 @@ def test_a_run_directory_is_neither_overwritten_nor_resumed_with_other_settings(
     argv = _distill(tmp_path, *base, "--resume")
     argv[argv.index("--rounds") + 1] = "2"  # a longer budget may be resumed
     assert run_main(capsys, *argv)[0] == 0
+    code, err = run_main(capsys, "condense", "--data", "mnist5k", "--ipc", "1", "--iterations", "1", "--out", str(run),
+                         "--quiet")  # another command's run is not overwritten either
+    assert_one_line_error(code, err, "holds a distill run, not a condense one")
 
 
 def test_corrupt_weights_and_data_files_are_one_line_errors(capsys, tmp_path):
