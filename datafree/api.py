@@ -155,6 +155,9 @@ def distill(teacher: nn.Module | str, student: nn.Module | str, input_shape=None
                    "eval_data": str(eval_data) if isinstance(eval_data, (str, os.PathLike)) else None},
                   resume, RESUME_FREE)
     res = engine.run_loop(resume=resume)
+    if not res.history:
+        warnings.warn("the budget ended during the warm-up, before the student's first round: it is untrained; "
+                      "give a longer --budget", stacklevel=2)
     final = evaluate(res.student, ex, ey) if ex is not None else None  # fp32, the number we report as last
     if final is not None:
         res.summary["last_accuracy_fp32"] = final["accuracy"]
