@@ -82,7 +82,11 @@ def evaluate_dataset(model: nn.Module | str, data, *, weights: str | None = None
     pixels are normalised with the model's recorded mean/std (or the ones passed)."""
     model = as_model(model, weights, num_classes)
     ds = load_dataset(str(data)) if isinstance(data, (str, os.PathLike)) else data
-    meta = model_meta(model, input_shape or tuple(ds.x.shape[1:]), num_classes, mean, std)
+    zoo = getattr(model, "datafree_meta", None)  # a zoo model knows its input shape; the data must fit it
+    meta = model_meta(model, input_shape or (None if zoo else tuple(ds.x.shape[1:])), num_classes, mean, std)
+    if tuple(ds.x.shape[1:]) != tuple(meta.input_shape):
+        raise DatafreeError(f"the data's images have shape {tuple(ds.x.shape[1:])} but the model takes "
+                            f"{tuple(meta.input_shape)}")
     x, y = _eval_tensors(ds, meta)
     res = evaluate(model, x, y)
     if not math.isfinite(res["loss"]):
@@ -337,6 +341,8 @@ def quantize(model: nn.Module | str, config=None, calib=None, *, weights: str | 
     meta = model_meta(model, input_shape, num_classes, mean, std)
     check_model(model, meta, "model")
     run = RunDir(out) if out else None
+    if run:
+        run.expect("quantize")
     t0 = time.time()
     x, calib_desc = _calibration_data(calib, model, meta, calib_samples, seed, progress)
     t_calib = time.time() - t0

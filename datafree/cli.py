@@ -339,7 +339,8 @@ def _distill(a: argparse.Namespace) -> None:
     s = res.summary
     acc = ""
     if "last_accuracy_fp32" in s:
-        acc = f", last accuracy {s['last_accuracy_fp32']:.4f}, mean over the run {s['mean_accuracy']:.4f}"
+        acc = f", last accuracy {s['last_accuracy_fp32']:.4f}" + (
+            f", mean over the run {s['mean_accuracy']:.4f}" if "mean_accuracy" in s else "")
     print(f"done: {s['rounds']} rounds in {s['elapsed_s']:.0f} s{acc}; run directory {a.out}")
 
 

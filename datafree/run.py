@@ -26,13 +26,18 @@ class RunDir:
     def file(self, name: str) -> Path:
         return self.path / name
 
-    def write_config(self, cfg: dict) -> None:
-        """Write the resolved config; a directory that holds another command's run is refused, not overwritten."""
-        kind = next((k for k in KINDS if k in cfg), None)
-        old = self.read_config() if kind else None
+    def expect(self, kind: str) -> None:
+        """Before a command writes here: a directory that holds another command's run is refused."""
+        old = self.read_config()
         if old is not None and kind not in old:
             other = next((k for k in KINDS if k in old), "another")
             raise DatafreeError(f"'{self.path}' holds a {other} run, not a {kind} one; choose another --out")
+
+    def write_config(self, cfg: dict) -> None:
+        """Write the resolved config (after ``expect``: another command's run is refused, not overwritten)."""
+        kind = next((k for k in KINDS if k in cfg), None)
+        if kind:
+            self.expect(kind)
         atomic_write_text(self.file("config.yaml"), dump_yaml(cfg) + "\n")
 
     def read_config(self) -> dict | None:

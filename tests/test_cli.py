@@ -186,6 +186,12 @@ def test_a_run_directory_is_neither_overwritten_nor_resumed_with_other_settings(
     code, err = run_main(capsys, "condense", "--data", "mnist5k", "--ipc", "1", "--iterations", "1", "--out", str(run),
                          "--quiet")  # another command's run is not overwritten either
     assert_one_line_error(code, err, "holds a distill run, not a condense one")
+    metrics = (run / "metrics.jsonl").read_text()
+    code, err = run_main(capsys, "quantize", "--model", TINY, "--input-shape", "3,8,8", "--num-classes", "4",
+                         "--weights", str(run / "student.safetensors"), "--calib-samples", "8", "--out", str(run),
+                         "--quiet")
+    assert_one_line_error(code, err, "holds a distill run, not a quantize one")
+    assert (run / "metrics.jsonl").read_text() == metrics and not (run / "calib.safetensors").exists()
 
 
 def test_corrupt_weights_and_data_files_are_one_line_errors(capsys, tmp_path):
@@ -213,3 +219,20 @@ def test_api_mirrors_every_command():
 
     for name in ("distill", "train", "evaluate_dataset", "quantize", "prune", "sweep", "condense"):
         assert callable(getattr(datafree, name))
+
+
+def test_unsigned_weight_formats_and_shape_mismatched_data_are_refused(capsys, tmp_path):
+    import numpy as np
+
+    from datafree.io.safetensors import save_safetensors
+
+    w = tmp_path / "w.safetensors"
+    save_safetensors(tiny_cnn().state_dict(), w)
+    common = ["--model", TINY, "--input-shape", "3,8,8", "--num-classes", "4", "--weights", str(w)]
+    code, err = run_main(capsys, "quantize", *common, "--w", "uint8", "--calib-samples", "8", "--out",
+                         str(tmp_path / "q"), "--quiet")
+    assert_one_line_error(code, err, "weights use signed symmetric formats")
+    np.savez(tmp_path / "grey.npz", x=np.zeros((4, 8, 8, 1), np.uint8), y=np.array([0, 1, 2, 3]))
+    code, err = run_main(capsys, "evaluate", *common, "--data", str(tmp_path / "grey.npz"))
+    assert_one_line_error(code, err, "the data's images have shape (1, 8, 8) but the model takes (3, 8, 8)")
+

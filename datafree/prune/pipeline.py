@@ -116,6 +116,8 @@ def prune(model: nn.Module | str, *, classes: list[int] | None = None, method: s
         raise DatafreeError(f"--classes must be class indices in 0..{meta.num_classes - 1}, got {classes}")
     cfg = make_pruner_config(method, **{**options, "classes": classes, "seed": seed})
     run = RunDir(out) if out else None
+    if run:
+        run.expect("prune")
     ex, ey = _eval_tensors(eval_data, meta)  # bad held-out data fails before minutes of synthesis
     state = run.load_checkpoint() if run and resume else None
     if state is not None:

@@ -81,6 +81,9 @@ class QuantConfig:
 
     def specs(self) -> tuple[QuantSpec, QuantSpec | None, tuple[QuantSpec, QuantSpec | None] | None]:
         wf = parse_format(self.weights)
+        if isinstance(wf, IntFormat) and not (wf.signed and wf.symmetric):  # uint would clip every negative weight
+            raise DatafreeError(f"weights use signed symmetric formats (int4, not {wf.name}); unsigned and "
+                                "asymmetric integers are for activations")
         af = parse_format(self.activations) if self.activations else None
         w = QuantSpec(wf, self.w_granularity, self.group_size, self.scale_type, self.w_observer, self.percentile)
         a = QuantSpec(af, "tensor", self.group_size, self.scale_type, self.a_observer, self.percentile) if af else None

@@ -256,7 +256,7 @@ def parse_format(name: str) -> Format:
         if s.startswith("fp") and int(s[2 : s.index("_")]) != fmt.bits:
             raise DatafreeError(f"format '{name}': e{fmt.e}m{fmt.m} has {fmt.bits} bits, not {s[2:s.index('_')]}")
         return fmt
-    raise DatafreeError(f"unknown number format '{name}'; use int2..int8 (uint8, int4_asym), fp8_e4m3, "
+    raise DatafreeError(f"unknown number format '{name}'; use int2..int16 (uint8, int4_asym), fp8_e4m3, "
                         f"fp8_e5m2, fp8_e4m3fnuz, fp8_e5m2fnuz, fp6_e3m2, fp6_e2m3, fp4_e2m1 or any ExMy like e3m2")
 
 
