@@ -15,7 +15,7 @@ from torch import nn
 
 from datafree.config import checked_options, to_dict
 from datafree.data.augment import normalize
-from datafree.data.loaders import ImageSet, data_label, load_dataset
+from datafree.data.loaders import ImageSet, data_label, load_dataset, per_class_counts
 from datafree.distill.engine import DistillConfig, Distiller, DistillResult, method_configs
 from datafree.distill.supervised import TrainConfig, train_supervised
 from datafree.errors import DatafreeError
@@ -291,12 +291,6 @@ def _calibration_data(calib, model: nn.Module, meta: ModelMeta, n: int, seed: in
     idx = torch.randperm(len(ds), generator=g)[:n]
     x = normalize(ds.x[idx].float() / 255, meta.mean, meta.std)
     return x, f"real: {len(idx)} images from {label or data_label(calib)} ({per_class_counts(ds.y[idx])})"
-
-
-def per_class_counts(y: torch.Tensor) -> str:
-    """'per class: 0: 12, 1: 9, ...' - how much real data of each class touched a run."""
-    classes, counts = torch.unique(y, return_counts=True)
-    return "per class: " + ", ".join(f"{c}: {k}" for c, k in zip(classes.tolist(), counts.tolist()))
 
 
 def _saved_calibration(path, meta: ModelMeta, n: int) -> tuple[torch.Tensor, str]:

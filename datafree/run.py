@@ -58,10 +58,15 @@ class RunDir:
                 if diff:
                     raise DatafreeError(f"the checkpoint in '{self.path}' was made with other settings ({diff}); "
                                         "resume with the same options or use another --out")
-        elif not resume and (self.has_checkpoint() or self.file("report.json").is_file()):
+        elif not resume:
+            self.refuse_if_taken()
+        self.write_config(cfg)
+
+    def refuse_if_taken(self) -> None:
+        """A fresh run of a resumable command must not overwrite the run this directory holds."""
+        if self.has_checkpoint() or self.file("report.json").is_file():
             raise DatafreeError(f"'{self.path}' already holds a run; pass --resume to continue it, or choose "
                                 "another --out (or delete that directory)")
-        self.write_config(cfg)
 
     def reset_metrics(self) -> None:
         atomic_write_text(self.file("metrics.jsonl"), "")

@@ -30,8 +30,17 @@ class ImageSet:
         return self.x.float().div_(255.0)
 
     def counts(self) -> dict[int, int]:
-        vals, cnt = torch.unique(self.y, return_counts=True)
-        return {int(v): int(c) for v, c in zip(vals, cnt)}
+        return class_counts(self.y)
+
+
+def class_counts(y: torch.Tensor) -> dict[int, int]:
+    vals, cnt = torch.unique(y, return_counts=True)
+    return {int(v): int(c) for v, c in zip(vals, cnt)}
+
+
+def per_class_counts(y: torch.Tensor) -> str:
+    """'per class: 0: 12, 1: 9, ...' - how much real data of each class touched a run."""
+    return "per class: " + ", ".join(f"{c}: {k}" for c, k in class_counts(y).items())
 
 
 def data_label(data) -> str | None:

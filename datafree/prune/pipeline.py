@@ -126,9 +126,8 @@ def prune(model: nn.Module | str, *, classes: list[int] | None = None, method: s
                 then.get("weights", weights) != weights:
             raise DatafreeError(f"the checkpoint in {out} was made with other settings (model, weights or pruning "
                                 "options); resume with the same ones or use another --out")
-    elif run and (run.has_checkpoint() or run.file("report.json").is_file()):
-        raise DatafreeError(f"'{out}' already holds a run; pass --resume to continue it, or choose another --out "
-                            "(or delete that directory)")
+    elif run:
+        run.refuse_if_taken()
     own = run.file("calib.safetensors") if state is not None else None
     t0 = time.time()
     n_images = cfg.samples_per_class * len(classes)

@@ -13,12 +13,12 @@ round-to-nearest) -> bias correction.  Registry: algorithm name -> (config datac
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from datafree.config import checked_options
+from datafree.config import make_strategy_config
 from datafree.errors import DatafreeError
 from datafree.quant.adaround import AdaRoundConfig, adaround
 from datafree.quant.bias_correction import BiasCorrectionConfig, bias_correction
@@ -71,13 +71,7 @@ class QuantConfig:
         return [k for k in ALGORITHMS if k in out]
 
     def algorithm_config(self, name: str):
-        cls = ALGORITHMS[name][0]
-        opts = dict(self.options.get(name, {}))
-        known = {f.name for f in fields(cls)}
-        bad = [k for k in opts if k not in known]
-        if bad:
-            raise DatafreeError(f"{name} has no option '{bad[0]}'; options: {', '.join(sorted(known))}")
-        return cls(**checked_options(cls, opts, name))
+        return make_strategy_config(ALGORITHMS, "quantization algorithm", name, dict(self.options.get(name, {})))
 
     def specs(self) -> tuple[QuantSpec, QuantSpec | None, tuple[QuantSpec, QuantSpec | None] | None]:
         wf = parse_format(self.weights)
