@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -50,6 +51,7 @@ def probe(budget: str, out: str) -> tuple[float, bool]:
     """The synthesis rate and code path of the ``plain`` benchmark configuration on this machine."""
     if not SHARED.is_dir():
         sys.exit(f"the probe needs ../shared beside the repo (looked in {SHARED}); or pass --rate")
+    shutil.rmtree(out, ignore_errors=True)  # a probe is always fresh: distill refuses a directory holding a run
     datafree.distill(teacher="resnet56", student="resnet20", teacher_weights=str(SHARED / "models/cifar10/resnet56.pt"),
                      budget=budget, seed=0, replay="memory-bank", replay_opts={"capacity": 200000}, out=out)
     rep = json.loads((Path(out) / "report.json").read_text())
