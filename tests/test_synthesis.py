@@ -95,6 +95,19 @@ def test_adversarial_loss_masks_disagreement_and_caps():
     assert adversarial_loss(huge, torch.tensor([[1.0, 0.9], [1.0, 0.9]]), cap=5.0).item() >= -5.0
 
 
+def test_adversarial_loss_gradient_is_finite_when_the_teacher_is_certain():
+    """A confident teacher's softmax underflows to exactly 0; the generator's gradient flows through the teacher's
+    side of the KL too, and must stay finite (it was NaN through d(p log p)/dp at p = 0)."""
+    t = torch.tensor([[200.0, 0.0, 0.0], [0.0, 150.0, 0.0]], requires_grad=True)
+    s = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0]], requires_grad=True)
+    assert (torch.softmax(t, 1) == 0).any()  # the case: probabilities that underflowed
+    loss = adversarial_loss(s, t)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(t.grad).all() and torch.isfinite(s.grad).all()
+    ref = (torch.softmax(t, 1) * (torch.log_softmax(t, 1) - torch.log_softmax(s, 1))).sum(1).clamp(max=5.0)
+    assert loss.item() == pytest.approx(-ref.mean().item(), rel=1e-6)
+
+
 def test_entropy_balance_prefers_balanced_predictions():
     balanced = torch.eye(4).repeat(4, 1) * 10
     one_class = torch.zeros(16, 4)

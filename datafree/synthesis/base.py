@@ -293,9 +293,11 @@ def adversarial_loss(s_logits: torch.Tensor, t_logits: torch.Tensor, cap: float 
     on samples where the two still agree on the class, so the generator seeks the decision boundary
     without producing samples the teacher itself finds ambiguous.  Deviation: the per-sample KL is
     capped at ``cap`` nats - unbounded, a young student's eval-mode BN lets it explode (seen: -3e5)
-    and drown the other terms."""
+    and drown the other terms.  The teacher's side is given as log-probabilities: the generator's gradient
+    flows through it too, and through a probability that underflowed to 0 (a confident teacher) the plain
+    form's d(p log p)/dp = log 0 + 1 made the whole step NaN."""
     agree = (s_logits.argmax(1) == t_logits.argmax(1)).float()
-    kl = F.kl_div(F.log_softmax(s_logits, 1), F.softmax(t_logits, 1), reduction="none").sum(1)
+    kl = F.kl_div(F.log_softmax(s_logits, 1), F.log_softmax(t_logits, 1), reduction="none", log_target=True).sum(1)
     return -(kl.clamp(max=cap) * agree).mean()
 
 
