@@ -27,7 +27,7 @@ bench-cifar10: $(STAMP)
 	$(PY) benchmarks/cifar10_dfkd.py --budget 60m
 
 bench-replay: $(STAMP)
-	$(PY) benchmarks/mnist_replay.py --budget 120s
+	$(PY) benchmarks/mnist_replay.py --budget 10m
 	$(PY) benchmarks/cifar10_replay.py --budget 60m
 
 bench-condensed: $(STAMP)
@@ -44,8 +44,9 @@ hw-costs: $(STAMP)
 # the design-space sweep on ResNet-56 (CIFAR-10): CSV + Pareto plot into benchmarks/results/
 # (round-to-nearest over 19 weight x 11 activation formats, 1,000 test images per point: ~27 min,
 #  plus ~9 min to invert the 512 calibration images;
-#  the algorithms are compared per format in benchmarks/cifar10_ptq.py)
-sweep: hw-costs
+#  the algorithms are compared per format in benchmarks/cifar10_ptq.py; it reads the committed MAC table:
+#  `make hw-costs` regenerates that with Yosys)
+sweep: $(STAMP)
 	$(PY) -m datafree sweep --model resnet56 --weights ../shared/models/cifar10/resnet56.pt \
 		--eval-data ../shared/data/cifar10/test.npz --out runs/sweep_resnet56 \
 		--w-bits 3-8 --a-bits 4,6,8 --eval-samples 1000 --algo rtn

@@ -25,12 +25,13 @@ from pathlib import Path
 
 import torch
 
-from datafree.api import _calibration_data, _eval_tensors, export_report, machine_info
-from datafree.evaluate import evaluate
+from datafree.evaluate import eval_tensors, evaluate
 from datafree.experiments import command_line
 from datafree.io.atomic import atomic_write_text
+from datafree.machine import machine_info
 from datafree.models import create_model, load_weights
 from datafree.quant import QuantConfig, quantize
+from datafree.quant.pipeline import calibration_data, export_report
 from datafree.run import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,7 +70,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = load_weights(create_model("resnet56"), SHARED / "models/cifar10/resnet56.pt").eval()
     meta = model.datafree_meta
-    ex, ey = _eval_tensors(str(SHARED / "data/cifar10/test.npz"), meta)
+    ex, ey = eval_tensors(str(SHARED / "data/cifar10/test.npz"), meta)
     run = RunDir(a.out)
     fp32 = evaluate(model, ex, ey)["accuracy"]
     calib = {}
@@ -80,7 +81,7 @@ def main() -> None:
         else:
             t0 = time.time()
             src = None if kind == "synthetic" else str(SHARED / "data/cifar10/train_subset.npz")
-            x, desc = _calibration_data(src, model, meta, a.samples, 0, True)
+            x, desc = calibration_data(src, model, meta, a.samples, 0, True)
             calib[kind] = {"x": x, "desc": desc, "seconds": time.time() - t0}
             torch.save(calib[kind], cache)
     rows_file = run.file("rows.jsonl")

@@ -8,6 +8,7 @@
 
 import datafree.condense  # noqa: F401  (loaded first: the function below keeps the name)
 from datafree.api import condense, distill, evaluate_dataset, prune, quantize, sweep, train
+from datafree.condense.dm import DMConfig
 from datafree.data import ImageSet, load_dataset, load_mnist5k, load_npz
 from datafree.distill import DistillConfig, DistillResult
 from datafree.errors import DatafreeError
@@ -17,9 +18,10 @@ from datafree.prune import CRISPConfig
 from datafree.quant import QuantConfig
 from datafree.replay import MemoryBankConfig, VAEReplayConfig
 from datafree.synthesis import GeneratorConfig, PixelConfig
+from datafree.synthesis.guide import GuideConfig
 
 __version__ = "0.1.0"
-__all__ = ["CRISPConfig", "DatafreeError", "DistillConfig", "DistillResult", "GeneratorConfig", "ImageSet",
-           "MemoryBankConfig", "PixelConfig", "QuantConfig", "VAEReplayConfig", "condense", "create_model", "distill",
-           "evaluate", "evaluate_dataset", "list_models", "load_dataset", "load_mnist5k", "load_npz", "load_weights",
-           "prune", "quantize", "sweep", "train"]
+__all__ = ["CRISPConfig", "DMConfig", "DatafreeError", "DistillConfig", "DistillResult", "GeneratorConfig",
+           "GuideConfig", "ImageSet", "MemoryBankConfig", "PixelConfig", "QuantConfig", "VAEReplayConfig", "condense",
+           "create_model", "distill", "evaluate", "evaluate_dataset", "list_models", "load_dataset", "load_mnist5k",
+           "load_npz", "load_weights", "prune", "quantize", "sweep", "train"]

@@ -1,31 +1,28 @@
-"""The Python API.  Every CLI command is a thin shell around one function here."""
+"""The Python API.  Every CLI command is a thin shell around one function here or in the stage's pipeline module
+(``datafree.quant.pipeline``: quantize, sweep; ``datafree.prune.pipeline``: prune)."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-import platform
 import time
 import warnings
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from datafree.config import checked_options, to_dict
-from datafree.data.augment import normalize
-from datafree.data.loaders import ImageSet, data_label, load_dataset, per_class_counts
+from datafree.data.loaders import data_label, load_dataset, per_class_counts
 from datafree.distill.engine import DistillConfig, Distiller, DistillResult, method_configs
 from datafree.distill.supervised import TrainConfig, train_supervised
 from datafree.errors import DatafreeError
-from datafree.evaluate import evaluate
-from datafree.models import ModelMeta, create_model, load_weights, model_meta
-from datafree.precision import BF16_FLAGS, bf16_fast, cpu_info
+from datafree.evaluate import eval_tensors, evaluate, evaluate_dataset  # noqa: F401  (evaluate_dataset: the API)
+from datafree.machine import cpu_model, machine_info  # noqa: F401  (cpu_model: for the benchmarks)
+from datafree.models import as_model, check_model, meta_record, model_meta
 from datafree.prune.pipeline import PruneResult, prune  # noqa: F401  (the API of `datafree prune`)
+from datafree.quant.pipeline import QuantResult, quantize, sweep  # noqa: F401  (`datafree quantize`, `sweep`)
 from datafree.report import write_report
 from datafree.run import RunDir
-from datafree.synthesis.base import fused_bn_used
 
 # what a resumed distillation may change: how long it runs, what it reports on, and speed settings
 RESUME_FREE = frozenset({"distill.budget", "distill.rounds", "distill.bf16", "distill.channels_last",
@@ -34,81 +31,6 @@ RESUME_FREE = frozenset({"distill.budget", "distill.rounds", "distill.bf16", "di
 
 def _params(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
-
-
-def check_model(model: nn.Module, meta: ModelMeta, role: str) -> None:
-    """Run one dummy batch: wrong input shape or class count fail here with one clear line."""
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model(torch.zeros(2, *meta.input_shape))
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0][:160]
-        raise DatafreeError(f"the {role} cannot run on inputs of shape {tuple(meta.input_shape)} ({first}); "
-                            "pass the right --input-shape") from None
-    finally:
-        model.train(was)
-    if out.ndim != 2 or out.shape[1] != meta.num_classes:
-        raise DatafreeError(f"class-count mismatch: the {role} outputs {tuple(out.shape[1:])} values per image "
-                            f"but {meta.num_classes} classes are expected")
-
-
-def as_model(model: nn.Module | str, weights: str | None = None, num_classes: int | None = None) -> nn.Module:
-    m = create_model(model, num_classes) if isinstance(model, str) else model
-    if weights:
-        load_weights(m, weights)
-    return m
-
-
-def _eval_tensors(data, meta: ModelMeta) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
-    """Held-out data -> (x in the model input space, y); accepts a path, an ImageSet or (x, y)."""
-    if data is None:
-        return None, None
-    if isinstance(data, (str, os.PathLike)):
-        data = load_dataset(str(data))
-    if isinstance(data, ImageSet):
-        if tuple(data.x.shape[1:]) != tuple(meta.input_shape):
-            raise DatafreeError(f"held-out images have shape {tuple(data.x.shape[1:])} but the models take "
-                                f"{tuple(meta.input_shape)}")
-        return normalize(data.float(), meta.mean, meta.std), data.y
-    x, y = data
-    return x.float(), y
-
-
-def evaluate_dataset(model: nn.Module | str, data, *, weights: str | None = None, num_classes: int | None = None,
-                     input_shape=None, mean=None, std=None) -> dict:
-    """Accuracy of ``model`` on labelled data given as a path (npz / folder / mnist5k:test) or ImageSet;
-    pixels are normalised with the model's recorded mean/std (or the ones passed)."""
-    model = as_model(model, weights, num_classes)
-    ds = load_dataset(str(data)) if isinstance(data, (str, os.PathLike)) else data
-    zoo = getattr(model, "datafree_meta", None)  # a zoo model knows its input shape; the data must fit it
-    meta = model_meta(model, input_shape or (None if zoo else tuple(ds.x.shape[1:])), num_classes, mean, std)
-    if tuple(ds.x.shape[1:]) != tuple(meta.input_shape):
-        raise DatafreeError(f"the data's images have shape {tuple(ds.x.shape[1:])} but the model takes "
-                            f"{tuple(meta.input_shape)}")
-    x, y = _eval_tensors(ds, meta)
-    res = evaluate(model, x, y)
-    if not math.isfinite(res["loss"]):
-        raise DatafreeError("the model's outputs are NaN or infinite on this data: check the weights and the "
-                            "input normalisation (--mean/--std)")
-    return res
-
-
-def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> dict:
-    """The CPU's model name, its native bf16 instructions (AVX512-BF16 / AMX) and whether the engine runs
-    bf16 autocast on it (``bf16_autocast``, datafree.precision): with the native instructions the engine's
-    work runs about twice as fast (reference speed 858 vs 318-417 images/s on two 2-core VMs of this
-    workplace), and an AVX2-only CPU runs float32, so wall-clock results of such machines are not comparable."""
-    info = cpu_info(cpuinfo)
-    native = (sorted(info["flags"] & BF16_FLAGS) or False) if info["known"] else None  # None: not Linux
-    return {"cpu_model": info["model"] or "unknown", "cpu_bf16": native, "bf16_autocast": bf16_fast(info)}
-
-
-def machine_info() -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            **cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "fused_bn_stats": fused_bn_used()}
 
 
 def distill(teacher: nn.Module | str, student: nn.Module | str, input_shape=None, num_classes: int | None = None,
@@ -144,7 +66,7 @@ def distill(teacher: nn.Module | str, student: nn.Module | str, input_shape=None
     cfg = _distill_cfg(synthesizer, synth, replay, replay_opts, guide, guide_opts,
                        dict(budget=budget, rounds=rounds, seed=seed, **options))
     run = RunDir(out) if out else None
-    ex, ey = _eval_tensors(eval_data, meta)
+    ex, ey = eval_tensors(eval_data, meta)
     engine = Distiller(teacher, student, meta, cfg, run, ex, ey, progress,
                        guide_data=guide if guide is not None and cfg.guide is None else None)
     teacher_eval = evaluate(teacher, ex, ey, bf16=False) if ex is not None else None
@@ -166,8 +88,7 @@ def distill(teacher: nn.Module | str, student: nn.Module | str, input_shape=None
     if final is not None:
         res.summary["last_accuracy_fp32"] = final["accuracy"]
     if run:
-        student_meta = {"arch": getattr(smeta, "name", "custom"), "num_classes": str(meta.num_classes),
-                        "mean": str(meta.mean), "std": str(meta.std), "input_shape": str(meta.input_shape)}
+        student_meta = meta_record(dataclasses.replace(meta, name=getattr(smeta, "name", "custom")))
         run.save_weights(res.student, "student.safetensors", student_meta)
         report = {
             "kind": "data-free distillation" if engine.guide is None else "distillation with guide samples",
@@ -239,7 +160,7 @@ def train(model: nn.Module | str, data, *, epochs: int = 10, out: str | None = N
         run.reset_metrics()
     t0 = time.time()
     hist = train_supervised(model, ds.float(), ds.y, cfg, meta.mean, meta.std, progress)
-    ex, ey = _eval_tensors(eval_data, meta)
+    ex, ey = eval_tensors(eval_data, meta)
     result = {"model": meta.name, "params": _params(model), "epochs": epochs, "elapsed_s": time.time() - t0,
               "train_accuracy": hist[-1]["train_accuracy"],
               "accuracy": evaluate(model, ex, ey)["accuracy"] if ex is not None else None}
@@ -248,7 +169,7 @@ def train(model: nn.Module | str, data, *, epochs: int = 10, out: str | None = N
 
         for h in hist:
             run.log_metrics(h)
-        run.save_weights(model, "model.safetensors", {"arch": meta.name})
+        run.save_weights(model, "model.safetensors", meta_record(meta))
         run.save_json("report.json", result)
         keys = [k for k in ("train_accuracy", "loss") if k in hist[-1]]
         plot_series(hist, "epoch", keys, run.file("training.png"), f"{meta.name}: supervised training")
@@ -260,193 +181,6 @@ def train(model: nn.Module | str, data, *, epochs: int = 10, out: str | None = N
             "weights: model.safetensors"], ["training.png"])
     result["model_obj"] = model
     return result
-
-
-@dataclasses.dataclass
-class QuantResult:
-    model: nn.Module  # the fake-quantized model (BN folded)
-    report: dict
-    run_dir: str | None = None
-
-
-def _calibration_data(calib, model: nn.Module, meta: ModelMeta, n: int, seed: int, progress: bool,
-                      label: str | None = None) -> tuple[torch.Tensor, str]:
-    """(calibration images in the model input space, a sentence saying where they came from: ``label`` or
-    ``calib``'s path)."""
-    from datafree.quant.calib import synthetic_calibration
-
-    if calib is None or (isinstance(calib, str) and calib == "synthetic"):
-        x = synthetic_calibration(model, meta.input_shape, meta.num_classes, n, meta.mean, meta.std, seed=seed,
-                                  progress=progress)
-        return x, f"synthetic: {n} images inverted from the model (BN statistics, DeepInversion); no real image"
-    if isinstance(calib, torch.Tensor):
-        return calib[:n].float(), f"{min(n, len(calib))} images given by the caller"
-    if isinstance(calib, (str, os.PathLike)) and str(calib).endswith(".safetensors"):
-        return _saved_calibration(calib, meta, n)
-    ds = load_dataset(str(calib)) if isinstance(calib, (str, os.PathLike)) else calib
-    if tuple(ds.x.shape[1:]) != tuple(meta.input_shape):
-        raise DatafreeError(f"calibration images have shape {tuple(ds.x.shape[1:])} but the model takes "
-                            f"{tuple(meta.input_shape)}")
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(ds), generator=g)[:n]
-    x = normalize(ds.x[idx].float() / 255, meta.mean, meta.std)
-    return x, f"real: {len(idx)} images from {label or data_label(calib)} ({per_class_counts(ds.y[idx])})"
-
-
-def _saved_calibration(path, meta: ModelMeta, n: int) -> tuple[torch.Tensor, str]:
-    """A calibration set a quantize / sweep run saved (``calib.safetensors``): reused as it was made."""
-    from datafree.io.safetensors import load_safetensors, read_metadata
-
-    if not Path(path).is_file():
-        raise DatafreeError(f"calibration file {path} does not exist")
-    x = load_safetensors(path).get("images")
-    if x is None or tuple(x.shape[1:]) != tuple(meta.input_shape):
-        got = None if x is None else tuple(x.shape[1:])
-        raise DatafreeError(f"{path} holds no 'images' tensor of shape (N, {', '.join(map(str, meta.input_shape))})"
-                            f" (found {got}); pass a calib.safetensors written by datafree quantize / sweep")
-    desc = read_metadata(path).get("description", "saved calibration set")
-    return x[:n].float(), f"{desc} (reused from {path}, {min(n, len(x))} images)"
-
-
-def _save_calibration(run: RunDir, x: torch.Tensor, desc: str) -> None:
-    from datafree.io.safetensors import save_safetensors
-
-    save_safetensors({"images": x.contiguous()}, run.file("calib.safetensors"), {"description": desc})
-
-
-def quantize(model: nn.Module | str, config=None, calib=None, *, weights: str | None = None,
-             num_classes: int | None = None, input_shape=None, mean=None, std=None, eval_data=None,
-             out: str | None = None, calib_samples: int = 512, onnx: bool = False, seed: int = 0,
-             progress: bool = True, **options) -> QuantResult:
-    """Post-training quantization of ``model`` with ``config`` (a ``QuantConfig``; ``options`` are its
-    fields).  ``calib``: None / "synthetic" (default: images inverted from the model - data-free),
-    a path (npz / folder / mnist5k), an ImageSet or a tensor in the input space.  ``eval_data`` is only
-    used to report accuracy.  ``onnx=True`` also exports FP32 and INT8 ONNX models and times them."""
-    from datafree.quant import QuantConfig
-    from datafree.quant import quantize as run_quant
-
-    cfg = config or QuantConfig(**options)
-    if config is not None and options:
-        cfg = dataclasses.replace(config, **options)
-    for name in cfg.resolved_algorithms():  # a bad algorithm or option fails before minutes of calibration
-        cfg.algorithm_config(name)
-    cfg.specs()
-    model = as_model(model, weights, num_classes).eval()
-    meta = model_meta(model, input_shape, num_classes, mean, std)
-    check_model(model, meta, "model")
-    run = RunDir(out) if out else None
-    if run:
-        run.expect("quantize")
-    t0 = time.time()
-    x, calib_desc = _calibration_data(calib, model, meta, calib_samples, seed, progress)
-    t_calib = time.time() - t0
-    if run:  # reusable with --calib run/calib.safetensors (synthesis of 512 images takes minutes on a CPU)
-        _save_calibration(run, x, calib_desc)
-    qmodel, info = run_quant(model, cfg, x, progress)
-    ex, ey = _eval_tensors(eval_data, meta)
-    report = {"kind": "post-training quantization", "model": meta.name, "config": to_dict(cfg),
-              "calibration": calib_desc, "calibration_data_s": round(t_calib, 1), **info,
-              "eval_data": data_label(eval_data), "machine": machine_info()}
-    if ex is not None:
-        report["fp32_accuracy"] = evaluate(model, ex, ey)["accuracy"]
-        report["accuracy"] = evaluate(qmodel, ex, ey)["accuracy"]
-    try:
-        from datafree.hw.cost import mac_cost
-
-        report["mac"] = mac_cost(cfg.weights, cfg.activations) if cfg.activations else None
-    except DatafreeError:
-        report["mac"] = None
-    if onnx and run:
-        report["onnx"] = export_report(model, qmodel, meta, run, ex, progress)
-    if run:
-        from datafree.quant.graph import quant_layers
-        from datafree.report import plot_series
-
-        layers = [{"layer": m.name, "weight_rel_error": float((m.weight_q - m.weight).pow(2).sum()
-                                                              / m.weight.pow(2).sum().clamp_min(1e-12))}
-                  for m in quant_layers(qmodel)]
-        report["weight_rel_error"] = layers
-        run.reset_metrics()  # one row per step of the recipe, then one per layer
-        for name, step in info["steps"].items():
-            run.log_metrics({"step": name, **{k: v for k, v in step.items() if isinstance(v, (int, float, str))}})
-        for row in layers:
-            run.log_metrics(row)
-        plot_series(layers, "layer", ["weight_rel_error"], run.file("weight_error.png"),
-                    "relative squared error of the quantized weights", log_y=True, bars=True)
-        run.write_config({"quantize": to_dict(cfg), "model": meta.name, "weights": weights,
-                          "calib": data_label(calib) or "synthetic", "calib_samples": calib_samples, "seed": seed,
-                          "onnx": onnx, "calibration": calib_desc, "eval_data": report["eval_data"]})
-        from datafree.quant.checkpoint import save_quantized
-
-        save_quantized(qmodel, cfg, run.file("quantized.safetensors"), {
-            "arch": meta.name, "format": "fake-quantized (dequantized grid values), BN folded, with every quantizer's "
-            "parameters: datafree.quant.load_quantized", "weights": cfg.weights, "activations": str(cfg.activations)})
-        from datafree.report import write_quant_report
-
-        write_quant_report(run, report)
-    return QuantResult(qmodel, report, str(run.path) if run else None)
-
-
-def export_report(model: nn.Module, qmodel: nn.Module, meta: ModelMeta, run: RunDir, ex, progress: bool = True) -> dict:
-    """FP32 and INT8 ONNX in the run dir, their agreement with the PyTorch models and their latency."""
-    from datafree.export import compare_latency, export_onnx, run_onnx
-
-    fp32 = export_onnx(model, run.file("model_fp32.onnx"), meta.input_shape)
-    int8 = export_onnx(qmodel, run.file("model_int8.onnx"), meta.input_shape, int8=True)
-    out = {"fp32": str(fp32.name), "int8": str(int8.name)}
-    if ex is not None:
-        xs = ex[:1000]
-        with torch.no_grad():
-            ref = qmodel(xs)
-        got = run_onnx(int8, xs)
-        out["int8_vs_fake_quant"] = {"max_abs_logit_diff": float((got - ref).abs().max()),
-                                     "mean_abs_logit_diff": float((got - ref).abs().mean()),
-                                     "mean_abs_logit": float(ref.abs().mean()),
-                                     "top1_agreement": float((got.argmax(1) == ref.argmax(1)).float().mean()),
-                                     "images": len(xs)}
-    lat = compare_latency({"fp32": fp32, "int8": int8}, meta.input_shape, batch=64)
-    out["latency_fp32"], out["latency_int8"] = lat["fp32"], lat["int8"]
-    out["speedup_batch64"] = out["latency_fp32"]["median_ms"] / out["latency_int8"]["median_ms"]
-    return out
-
-
-def sweep(model: nn.Module | str, *, weights: str | None = None, eval_data=None, calib=None, w_bits=(3, 4, 5, 6, 7, 8),
-          a_bits=(4, 6, 8), exps: tuple[int, ...] = (2, 3), all_splits: bool = False,
-          algorithms: list[list[str]] | None = None, eval_samples: int = 2000, calib_samples: int = 512,
-          out: str = "runs/sweep", num_classes: int | None = None, input_shape=None, mean=None, std=None,
-          seed: int = 0, progress: bool = True) -> list[dict]:
-    """Accuracy vs synthesized MAC cost over weight x activation formats x algorithms; writes
-    ``out``/sweep.csv (Pareto points flagged) and ``out``/pareto.png.  ``eval_data`` is required (the
-    accuracy axis); only its first ``eval_samples`` images (class-interleaved in ../shared) are used."""
-    from datafree.quant.formats import format_splits
-    from datafree.quant.sweep import default_formats, plot_pareto
-    from datafree.quant.sweep import sweep as run_sweep
-
-    if eval_data is None:
-        raise DatafreeError("the sweep needs --eval-data: accuracy is one of its two axes")
-    from datafree.quant import QuantConfig
-
-    for group in algorithms or [[]]:  # unknown algorithms fail before calibration, not after the first points
-        QuantConfig(algorithms=list(group)).resolved_algorithms()
-    model = as_model(model, weights, num_classes).eval()
-    meta = model_meta(model, input_shape, num_classes, mean, std)
-    run = RunDir(out)
-    x, desc = _calibration_data(calib, model, meta, calib_samples, seed, progress)
-    _save_calibration(run, x, desc)
-    ex, ey = _eval_tensors(eval_data, meta)
-    ex, ey = ex[:eval_samples], ey[:eval_samples]
-
-    def fmts(bits):
-        return [f for b in bits for f in format_splits(b)] if all_splits else default_formats(list(bits), exps)
-
-    rows = run_sweep(model, x, ex, ey, fmts(w_bits), fmts(a_bits), algorithms or [[]], run.file("sweep.csv"),
-                     progress=progress)
-    plot_pareto(rows, run.file("pareto.png"), f"{meta.name}: accuracy ({len(ex)} held-out images) vs MAC cost")
-    run.save_json("sweep.json", {"model": meta.name, "calibration": desc, "eval_samples": len(ex),
-                                 "w_bits": list(w_bits), "a_bits": list(a_bits), "points": len(rows),
-                                 "algorithms": [("+".join(a) or "rtn") for a in (algorithms or [[]])],
-                                 "machine": machine_info()})
-    return rows
 
 
 def condense(data, *, ipc: int = 10, budget: str | None = "25m", iterations: int | None = None, out: str,

@@ -1,12 +1,19 @@
-"""Accuracy of a model on tensors already in its input space."""
+"""Accuracy of a model: on tensors already in its input space (``evaluate``), or on a labelled dataset whose pixels
+are normalised as the model expects (``evaluate_dataset``)."""
 
 from __future__ import annotations
+
+import math
+import os
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from datafree.data.augment import normalize
+from datafree.data.loaders import ImageSet, load_dataset
 from datafree.errors import DatafreeError
+from datafree.models import ModelMeta, as_model, model_meta
 from datafree.precision import channels_last_works
 
 
@@ -60,3 +67,37 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     finally:
         model.train(was)
     return {"accuracy": correct / max(1, len(x)), "loss": loss_sum / max(1, len(x)), "n": len(x)}
+
+
+def eval_tensors(data, meta: ModelMeta) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
+    """Held-out data -> (x in the model input space, y); accepts a path, an ImageSet or (x, y)."""
+    if data is None:
+        return None, None
+    if isinstance(data, (str, os.PathLike)):
+        data = load_dataset(str(data))
+    if isinstance(data, ImageSet):
+        if tuple(data.x.shape[1:]) != tuple(meta.input_shape):
+            raise DatafreeError(f"held-out images have shape {tuple(data.x.shape[1:])} but the models take "
+                                f"{tuple(meta.input_shape)}")
+        return normalize(data.float(), meta.mean, meta.std), data.y
+    x, y = data
+    return x.float(), y
+
+
+def evaluate_dataset(model: nn.Module | str, data, *, weights: str | None = None, num_classes: int | None = None,
+                     input_shape=None, mean=None, std=None) -> dict:
+    """Accuracy of ``model`` on labelled data given as a path (npz / folder / mnist5k:test) or ImageSet;
+    pixels are normalised with the model's recorded mean/std (or the ones passed)."""
+    model = as_model(model, weights, num_classes)
+    ds = load_dataset(str(data)) if isinstance(data, (str, os.PathLike)) else data
+    zoo = getattr(model, "datafree_meta", None)  # a zoo model knows its input shape; the data must fit it
+    meta = model_meta(model, input_shape or (None if zoo else tuple(ds.x.shape[1:])), num_classes, mean, std)
+    if tuple(ds.x.shape[1:]) != tuple(meta.input_shape):
+        raise DatafreeError(f"the data's images have shape {tuple(ds.x.shape[1:])} but the model takes "
+                            f"{tuple(meta.input_shape)}")
+    x, y = eval_tensors(ds, meta)
+    res = evaluate(model, x, y)
+    if not math.isfinite(res["loss"]):
+        raise DatafreeError("the model's outputs are NaN or infinite on this data: check the weights and the "
+                            "input normalisation (--mean/--std)")
+    return res

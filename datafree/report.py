@@ -119,8 +119,8 @@ def write_report(run: RunDir, report: dict, history: list[dict], title: str) -> 
               "|---|---:|---:|---:|---:|---:|"]
     for name, r in rows:
         r = {**r, "last": r.get("last_accuracy", r.get("accuracy"))}  # the last of the evaluations the mean is of
-        pct = {k: f"{100 * r[k]:.2f} %" if r.get(k) is not None else "-"
-               for k in ("last", "mean_accuracy", "max_drawdown")}
+        pct = {k: f"{100 * r[k]:.2f} {unit}" if r.get(k) is not None else "-"
+               for k, unit in (("last", "%"), ("mean_accuracy", "%"), ("max_drawdown", "pt"))}
         var = f"{r['var_accuracy'] * 1e4:.2f} pt²" if r.get("var_accuracy") is not None else "-"
         lines.append(f"| {name} ({r.get('arch', '?')}) | {r.get('params', 0):,} | {pct['last']} | "
                      f"{pct['mean_accuracy']} | {var} | {pct['max_drawdown']} |")
@@ -131,11 +131,13 @@ def write_report(run: RunDir, report: dict, history: list[dict], title: str) -> 
         lines += ["![accuracy over time](accuracy.png)", ""]
     fp32 = s.get("accuracy")
     bf16 = ", under bf16 autocast" if report.get("config", {}).get("distill", {}).get("bf16") else ""
+    ema = report.get("config", {}).get("distill", {}).get("ema")
+    final = (f"of the EMA of the student's weights (decay {ema}), which is what was saved as student.safetensors"
+             if ema else "of the final student, saved as student.safetensors")
     lines += ["Accuracy is measured on the held-out data after every round, outside the method's clock "
               f"(metrics.jsonl{bf16}); "
-              "nothing is selected by it.  `last` is the last of those evaluations, of the final student, saved as "
-              "student.safetensors" + (f"; re-evaluated in float32 it scores {100 * fp32:.2f} %." if fp32 is not None
-                                        else "."), ""]
+              "nothing is selected by it.  `last` is the last of those evaluations, " + final
+              + (f"; re-evaluated in float32 it scores {100 * fp32:.2f} %." if fp32 is not None else "."), ""]
     atomic_write_text(run.file("report.md"), "\n".join(lines))
 
 

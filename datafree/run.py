@@ -15,7 +15,8 @@ from datafree.errors import DatafreeError
 from datafree.io.atomic import atomic_write_bytes, atomic_write_text, ensure_writable_dir
 from datafree.io.safetensors import save_safetensors
 
-KINDS = ("distill", "train", "quantize", "prune", "condense")  # the command a run directory's config belongs to
+# the command a run directory's config belongs to
+KINDS = ("distill", "train", "quantize", "prune", "condense", "sweep")
 
 
 class RunDir:

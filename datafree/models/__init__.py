@@ -203,3 +203,59 @@ def load_weights(model: nn.Module, path: str | os.PathLike, name: str | None = N
 
 __all__ = ["Generator", "KNOWN_CHECKPOINTS", "MODELS", "ModelMeta", "ModelSpec", "create_model",
            "list_models", "load_weights", "model_meta", "read_state_dict", "sha256_file"]
+
+
+def as_model(model: nn.Module | str, weights: str | None = None, num_classes: int | None = None) -> nn.Module:
+    """A zoo name or a module, with ``weights`` loaded.  A model outside the zoo takes its input shape, class count
+    and normalisation from the weights' safetensors metadata when a datafree run wrote them (a distilled
+    student): evaluating or quantizing it then needs no --mean/--std again (explicit arguments still win)."""
+    m = create_model(model, num_classes) if isinstance(model, str) else model
+    if weights:
+        load_weights(m, weights)
+        if getattr(m, "datafree_meta", None) is None and str(weights).endswith(".safetensors"):
+            recorded = recorded_meta(weights)
+            if recorded is not None:
+                m.datafree_meta = recorded
+    return m
+
+
+def meta_record(meta: ModelMeta) -> dict[str, str]:
+    """What a run records of a model's input space in its weights' safetensors metadata (``recorded_meta``)."""
+    return {"arch": meta.name, "num_classes": str(meta.num_classes), "mean": str(meta.mean), "std": str(meta.std),
+            "input_shape": str(tuple(meta.input_shape))}
+
+
+def recorded_meta(path: str | os.PathLike) -> ModelMeta | None:
+    """The ModelMeta a datafree run recorded in a safetensors file's metadata (None when it recorded none)."""
+    import ast
+
+    from datafree.io.safetensors import read_metadata
+
+    md = read_metadata(path)
+    try:
+        shape, nc = ast.literal_eval(md["input_shape"]), int(md["num_classes"])
+        mean, std = ast.literal_eval(md.get("mean", "None")), ast.literal_eval(md.get("std", "None"))
+    except (KeyError, ValueError, SyntaxError):
+        return None
+    if not (isinstance(shape, tuple) and all(isinstance(v, int) for v in shape)):
+        return None
+    norm = [tuple(float(x) for x in v) if isinstance(v, (tuple, list)) else None for v in (mean, std)]
+    return ModelMeta(shape, nc, norm[0], norm[1], md.get("arch", "custom"))
+
+
+def check_model(model: nn.Module, meta: ModelMeta, role: str) -> None:
+    """Run one dummy batch: wrong input shape or class count fail here with one clear line."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, *meta.input_shape))
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0][:160]
+        raise DatafreeError(f"the {role} cannot run on inputs of shape {tuple(meta.input_shape)} ({first}); "
+                            "pass the right --input-shape") from None
+    finally:
+        model.train(was)
+    if out.ndim != 2 or out.shape[1] != meta.num_classes:
+        raise DatafreeError(f"class-count mismatch: the {role} outputs {tuple(out.shape[1:])} values per image "
+                            f"but {meta.num_classes} classes are expected")

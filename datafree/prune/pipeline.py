@@ -103,9 +103,11 @@ def prune(model: nn.Module | str, *, classes: list[int] | None = None, method: s
     those classes - data-free), or real labelled data (npz / folder), of which only the user's classes are
     used.  ``eval_data`` is only used to report accuracy, never to choose anything.  ``resume``: continue
     the run in ``out`` after its last finished phase (a checkpoint is written after every phase)."""
-    from datafree.api import _calibration_data, _eval_tensors, _save_calibration, as_model, check_model, machine_info
-    from datafree.models import model_meta
+    from datafree.evaluate import eval_tensors
+    from datafree.machine import machine_info
+    from datafree.models import as_model, check_model, meta_record, model_meta
     from datafree.quant.calib import _copy_eval
+    from datafree.quant.pipeline import calibration_data, save_calibration
     from datafree.run import RunDir
 
     model = copy.deepcopy(as_model(model, weights, num_classes)).eval()  # the caller's module stays dense
@@ -118,7 +120,7 @@ def prune(model: nn.Module | str, *, classes: list[int] | None = None, method: s
     run = RunDir(out) if out else None
     if run:
         run.expect("prune")
-    ex, ey = _eval_tensors(eval_data, meta)  # bad held-out data fails before minutes of synthesis
+    ex, ey = eval_tensors(eval_data, meta)  # bad held-out data fails before minutes of synthesis
     state = run.load_checkpoint() if run and resume else None
     if state is not None:
         then = run.read_config() or {}
@@ -143,21 +145,21 @@ def prune(model: nn.Module | str, *, classes: list[int] | None = None, method: s
         desc = (f"synthetic: {len(x)} images inverted from the model for classes {classes} (BN statistics + "
                 "class term x10, DeepInversion); no real image")
     elif isinstance(data, (str, os.PathLike)) and str(data).endswith(".safetensors"):
-        x, desc = _calibration_data(data, model, meta, n_images, seed, progress)
+        x, desc = calibration_data(data, model, meta, n_images, seed, progress)
         desc += _check_classes(model, x, classes, str(data))
     else:
-        from datafree.data.loaders import load_dataset
+        from datafree.data.loaders import load_dataset, stratified_indices
 
         ds = load_dataset(str(data)) if isinstance(data, (str, os.PathLike)) else data
-        keep = torch.isin(ds.y, torch.tensor(classes))
-        if not keep.any():
+        keep = stratified_indices(ds.y, classes, n_images, seed)  # the same number per user class
+        if not len(keep):
             raise DatafreeError(f"{data} holds no image of classes {classes}")
         sub = dataclasses.replace(ds, x=ds.x[keep], y=ds.y[keep])
-        x, desc = _calibration_data(sub, model, meta, n_images, seed, progress,
-                                    f"{data_label(data)}, classes {classes} only")
+        x, desc = calibration_data(sub, model, meta, n_images, seed, progress,
+                                    f"{data_label(data)}, classes {classes} only, drawn per class")
     t_data = time.time() - t0
     if run:
-        _save_calibration(run, x, desc)
+        save_calibration(run, x, desc)
         run.write_config({"prune": method, method: to_dict(cfg), "model": meta.name, "weights": weights,
                           "data": data_label(data) or "synthetic", "data_description": desc,
                           "eval_data": data_label(eval_data)})
@@ -174,7 +176,10 @@ def prune(model: nn.Module | str, *, classes: list[int] | None = None, method: s
     save = (lambda st: run.save_checkpoint({**st, "config": to_dict(cfg)})) if run else None
     pruned, history = build_pruner(method, cfg).prune(model, teacher, x, ev, run.log_metrics if run else None,
                                                       progress, checkpoint=save, state=state)
-    report = {"kind": f"class-aware pruning ({method})", "model": meta.name, "classes": classes,
+    # the magnitude ablation's saliency ignores the classes: only its data and fine-tuning are the user's classes
+    kind = ("class-aware pruning" if getattr(cfg, "saliency", "crisp") != "magnitude" else
+            "magnitude pruning (class-agnostic |W| saliency, fine-tuned on the user's classes)")
+    report = {"kind": f"{kind} ({method})", "model": meta.name, "classes": classes,
               "config": to_dict(cfg), "data": desc, "data_s": round(t_data, 1),
               "prune_s": round(time.time() - t1, 1),  # wall-clock, held-out evaluation included
               "method_s": history[-1]["elapsed_s"] if history else 0.0,  # what --budget limits
@@ -183,7 +188,7 @@ def prune(model: nn.Module | str, *, classes: list[int] | None = None, method: s
               "sparsity": sparsity_stats(pruned), "macs": mac_counts(pruned, meta.input_shape),
               "storage": storage(pruned, cfg.n, cfg.m, cfg.block), "machine": machine_info()}
     if run:
-        run.save_weights(pruned, "pruned.safetensors", {"arch": meta.name, "pattern": f"{cfg.n}:{cfg.m} + "
+        run.save_weights(pruned, "pruned.safetensors", {**meta_record(meta), "pattern": f"{cfg.n}:{cfg.m} + "
                          f"{cfg.block}x{cfg.block} blocks", "classes": ",".join(map(str, classes))})
         from datafree.report import write_prune_report
 

@@ -70,6 +70,18 @@ class QuantConfig:
             raise DatafreeError("adaround and gptq both choose the weight rounding: pick one")
         return [k for k in ALGORITHMS if k in out]
 
+    def check(self) -> None:
+        """Every selected algorithm, every option and the formats are valid, and no option is for an algorithm
+        that is not selected (it would be silently ignored): before minutes of calibration, not after."""
+        chosen = self.resolved_algorithms()
+        for name in chosen:
+            self.algorithm_config(name)
+        stray = [k for k in self.options if ALIASES.get(k, k) not in chosen]
+        if stray:
+            raise DatafreeError(f"options are given for quantization algorithm '{stray[0]}', which is not selected "
+                                f"(selected: {', '.join(chosen) or 'none'}); add it to --algo or drop its options")
+        self.specs()
+
     def algorithm_config(self, name: str):
         return make_strategy_config(ALGORITHMS, "quantization algorithm", name, dict(self.options.get(name, {})))
 

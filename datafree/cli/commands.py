@@ -1,0 +1,122 @@
+"""What each ``datafree`` sub-command does with its parsed arguments: call the API function it mirrors
+(``datafree.api``) and print one line saying what was done and where."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from datafree.errors import DatafreeError
+
+
+def distill(a: argparse.Namespace) -> None:
+    from datafree.api import distill
+
+    given = {"batch_size": a.batch_size, "kd_steps": a.kd_steps, "synth_every": a.synth_every, "lr": a.lr,
+             "temperature": a.temperature, "loss": a.loss, "ema": a.ema}
+    opts = {k: v for k, v in given.items() if v is not None}
+    if a.novel_window:
+        opts["novel_window"] = a.novel_window
+    for flag, key in ((a.no_bf16, "bf16"), (a.no_flip, "flip"), (a.no_teacher_cache, "cache_teacher")):
+        if flag:
+            opts[key] = False
+    if a.bf16 != "auto" and not a.no_bf16:
+        opts["bf16"] = a.bf16 == "on"
+    res = distill(a.teacher, a.student, a.input_shape, a.num_classes, None if a.rounds else a.budget, a.rounds,
+                  a.seed, teacher_weights=a.teacher_weights, mean=a.mean, std=a.std, eval_data=a.eval_data,
+                  out=a.out, resume=a.resume, synthesizer=a.synthesizer, synth=dict(a.synth_opt),
+                  replay=a.replay, replay_opts=dict(a.replay_opt), guide=a.guide,
+                  guide_opts={"mode": a.guide_mode, **dict(a.guide_opt)} if a.guide else None,
+                  progress=not a.quiet, channels_last=not a.no_channels_last, deterministic=a.deterministic, **opts)
+    s = res.summary
+    acc = ""
+    if "last_accuracy_fp32" in s:
+        acc = f", last accuracy {s['last_accuracy_fp32']:.4f}" + (
+            f", mean over the run {s['mean_accuracy']:.4f}" if "mean_accuracy" in s else "")
+    print(f"done: {s['rounds']} rounds in {s['elapsed_s']:.0f} s{acc}; run directory {a.out}")
+
+
+def train(a: argparse.Namespace) -> None:
+    from datafree.api import train
+
+    r = train(a.model, a.data, epochs=a.epochs, out=a.out, eval_data=a.eval_data, num_classes=a.num_classes,
+              input_shape=a.input_shape, mean=a.mean, std=a.std, progress=not a.quiet, lr=a.lr,
+              batch_size=a.batch_size, seed=a.seed, flip=not a.no_flip)
+    acc = f", held-out accuracy {r['accuracy']:.4f}" if r["accuracy"] is not None else ""
+    print(f"done: train accuracy {r['train_accuracy']:.4f}{acc}; weights {a.out}/model.safetensors")
+
+
+def evaluate(a: argparse.Namespace) -> None:
+    from datafree.api import evaluate_dataset
+
+    r = evaluate_dataset(a.model, a.data, weights=a.weights, num_classes=a.num_classes, input_shape=a.input_shape,
+                         mean=a.mean, std=a.std)
+    print(json.dumps(r) if a.json else f"accuracy {r['accuracy']:.4f} on {r['n']} images (loss {r['loss']:.4f})")
+
+
+def quantize(a: argparse.Namespace) -> None:
+    from datafree.api import quantize
+    from datafree.quant import QuantConfig
+
+    options: dict = {}
+    for key, value in a.algo_opt:
+        algo, _, opt = key.partition(".")
+        if not opt:
+            raise DatafreeError(f"--algo-opt expects ALGO.KEY=VALUE, got '{key}'")
+        options.setdefault(algo, {})[opt] = value
+    cfg = QuantConfig(weights=a.w, activations=None if a.a.lower() == "none" else a.a, w_granularity=a.granularity,
+                      group_size=a.group_size, w_observer=a.observer, a_observer=a.observer, scale_type=a.scale_type,
+                      algorithms=[s for s in a.algo.split(",") if s.strip()], options=options,
+                      edge_bits=a.edge_bits or None, quantize_residuals=a.quantize_residuals or a.onnx)
+    r = quantize(a.model, cfg, a.calib, weights=a.weights, num_classes=a.num_classes, input_shape=a.input_shape,
+                 mean=a.mean, std=a.std, eval_data=a.eval_data, out=a.out, calib_samples=a.calib_samples,
+                 onnx=a.onnx, seed=a.seed, progress=not a.quiet).report
+    acc = ""
+    if r.get("accuracy") is not None:
+        acc = f", accuracy {r['accuracy']:.4f} (FP32 {r['fp32_accuracy']:.4f})"
+    sz = r["size"]
+    sparse = (f" ({sz['sparse_compression']:.1f}x in its sparse pattern)"
+              if sz.get("sparse_bytes", sz["quantized_bytes"]) < sz["quantized_bytes"] else "")
+    print(f"done: {cfg.weights} weights / {cfg.activations or 'float'} activations{acc}; "
+          f"{sz['compression']:.1f}x smaller{sparse}; run directory {a.out}")
+
+
+def prune(a: argparse.Namespace) -> None:
+    from datafree.api import prune
+
+    n, _, m = a.nm.partition(":")
+    if not (n.isdigit() and m.isdigit()):
+        raise DatafreeError(f"--nm must look like 2:4, got '{a.nm}'")
+    opts = {"n": int(n), "m": int(m), "block": a.block, "block_sparsity": a.block_sparsity, "steps": a.steps,
+            "iterations": a.iterations, "budget": a.budget, "saliency": a.saliency, "lr": a.lr,
+            "samples_per_class": a.samples_per_class, **dict(a.prune_opt)}
+    res = prune(a.model, classes=a.classes, weights=a.weights, data=a.data, eval_data=a.eval_data, out=a.out,
+                num_classes=a.num_classes, input_shape=a.input_shape, mean=a.mean, std=a.std, seed=a.seed,
+                progress=not a.quiet, resume=a.resume, **opts)
+    r = res.report
+    acc = ""
+    if "accuracy" in r["pruned"]:
+        acc = f", user-class accuracy {r['pruned']['accuracy']:.4f} (dense {r['dense']['accuracy']:.4f})"
+    print(f"done: {100 * r['sparsity']['sparsity']:.1f} % of the weights zero, {r['macs']['mac_reduction']:.2f}x fewer "
+          f"non-zero MACs{acc}; run directory {a.out}")
+
+
+def sweep(a: argparse.Namespace) -> None:
+    from datafree.api import sweep
+
+    algos = [[x for x in group.split(",") if x.strip() and x.strip() != "rtn"] for group in a.algo.split(";")]
+    rows = sweep(a.model, weights=a.weights, eval_data=a.eval_data, calib=a.calib, w_bits=a.w_bits,
+                 a_bits=a.a_bits, exps=a.exps, all_splits=a.all_splits, algorithms=algos,
+                 eval_samples=a.eval_samples, calib_samples=a.calib_samples, out=a.out, num_classes=a.num_classes,
+                 input_shape=a.input_shape, mean=a.mean, std=a.std, progress=not a.quiet)
+    front = sum(str(r["pareto"]) == "True" for r in rows)
+    print(f"done: {len(rows)} points, {front} on the Pareto front; {a.out}/sweep.csv, {a.out}/pareto.png")
+
+
+def condense(a: argparse.Namespace) -> None:
+    from datafree.api import condense
+
+    r = condense(a.data, ipc=a.ipc, budget=None if a.iterations else a.budget, iterations=a.iterations, out=a.out,
+                 seed=a.seed, progress=not a.quiet, batch_real=a.batch_real, lr=a.lr)
+    print(f"done: {r['images']} images ({a.ipc} per class) after {r['iterations']} iterations in {r['wall_s']:.0f} s; "
+          f"{r['npz']}")
