@@ -11,26 +11,18 @@ from datafree.cli import commands
 from datafree.cli.parser import _bits, _exps, build_parser  # noqa: F401  (the parser's value types, for tests)
 from datafree.errors import DatafreeError
 
+# sub-command -> what it does with its parsed arguments (demo and models are handled inline)
+COMMANDS = {name: getattr(commands, name) for name in
+            ("distill", "train", "evaluate", "quantize", "sweep", "prune", "condense")}
+
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("once")
     warnings.formatwarning = lambda msg, cat, *_a, **_k: f"datafree: warning: {msg}\n"  # one line, no source
     try:
-        if args.cmd == "distill":
-            commands.distill(args)
-        elif args.cmd == "train":
-            commands.train(args)
-        elif args.cmd == "evaluate":
-            commands.evaluate(args)
-        elif args.cmd == "quantize":
-            commands.quantize(args)
-        elif args.cmd == "sweep":
-            commands.sweep(args)
-        elif args.cmd == "prune":
-            commands.prune(args)
-        elif args.cmd == "condense":
-            commands.condense(args)
+        if args.cmd in COMMANDS:
+            COMMANDS[args.cmd](args)
         elif args.cmd == "demo":
             from datafree.demo import run_demo
 

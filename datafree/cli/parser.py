@@ -278,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("sweep", help="accuracy vs FPGA MAC cost over weight x activation formats x algorithms",
                        description="Quantize the model with every weight/activation format pair (3-8 bits, integer "
                        "and minifloat splits) and algorithm set, evaluate it, and plot accuracy against the LUTs of "
-                       "one MAC (from the committed Yosys table). Writes sweep.csv and pareto.png in --out.")
+                       "one MAC (from the committed Yosys table). Writes sweep.csv, pareto.png, config.yaml and "
+                       "report.md in --out; a rerun into it with more formats or algorithms adds their points.")
     w.add_argument("--model", required=True, help="zoo name or path/to/file.py:factory")
     w.add_argument("--weights", required=True, help="model weights (.safetensors or a torch state_dict)")
     w.add_argument("--eval-data", required=True, help="held-out data for the accuracy axis")
