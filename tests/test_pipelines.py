@@ -51,10 +51,13 @@ def test_distilled_custom_student_reports_ema_and_points_and_keeps_its_normalisa
     assert (meta.input_shape, meta.num_classes, meta.mean, meta.std) == ((3, 8, 8), 4, *NORM)
 
 
-def test_guide_options_without_guide_samples_are_refused():
+def test_guide_options_without_guide_samples_are_refused(capsys, tmp_path):
     with pytest.raises(DatafreeError, match="guide options"):
         datafree.distill(trained_tiny_teacher(), tiny_cnn(), input_shape=(3, 8, 8), num_classes=4, rounds=1,
                          progress=False, guide_opts={"adv": 2.0}, **FAST)
+    code = main(["distill", "--teacher", TINY, "--student", TINY, "--input-shape", "3,8,8", "--num-classes", "4",
+                 "--rounds", "1", "--quiet", "--guide-opt", "adv=2", "--out", str(tmp_path / "d")])
+    _one_line_error(capsys, code, "no guide samples")
 
 
 def test_options_for_an_unselected_quantization_algorithm_are_refused_before_calibration(capsys, tmp_path):
