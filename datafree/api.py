@@ -20,7 +20,7 @@ from datafree.evaluate import eval_tensors, evaluate, evaluate_dataset  # noqa: 
 from datafree.machine import cpu_model, machine_info  # noqa: F401  (cpu_model: for the benchmarks)
 from datafree.models import as_model, check_model, meta_record, model_meta
 from datafree.prune.pipeline import PruneResult, prune  # noqa: F401  (the API of `datafree prune`)
-from datafree.quant.pipeline import QuantResult, quantize, sweep  # noqa: F401  (`datafree quantize`, `sweep`)
+from datafree.quant.pipeline import QuantResult, export_report, quantize, sweep  # noqa: F401  (quantize, sweep)
 from datafree.report import write_report
 from datafree.run import RunDir
 

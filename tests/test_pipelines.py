@@ -51,12 +51,26 @@ def test_distilled_custom_student_reports_ema_and_points_and_keeps_its_normalisa
     assert (meta.input_shape, meta.num_classes, meta.mean, meta.std) == ((3, 8, 8), 4, *NORM)
 
 
+def test_recorded_normalisation_wins_over_the_zoo_default(tmp_path):
+    torch.manual_seed(0)
+    ds = datafree.ImageSet((torch.rand(16, 1, 28, 28) * 255).to(torch.uint8), torch.arange(16) % 10)
+    datafree.train("lenet5", ds, epochs=1, out=str(tmp_path / "t"), mean=(0.2,), std=(0.5,), progress=False)
+    w = str(tmp_path / "t" / "model.safetensors")
+    meta = as_model("lenet5", w).datafree_meta
+    assert (meta.name, meta.mean, meta.std) == ("lenet5", (0.2,), (0.5,))  # not MNIST's (0.1307,), (0.3081,)
+    assert datafree.evaluate_dataset("lenet5", ds, weights=w) == datafree.evaluate_dataset(
+        "lenet5", ds, weights=w, mean=(0.2,), std=(0.5,))
+
+
 def test_guide_options_without_guide_samples_are_refused(capsys, tmp_path):
     with pytest.raises(DatafreeError, match="guide options"):
         datafree.distill(trained_tiny_teacher(), tiny_cnn(), input_shape=(3, 8, 8), num_classes=4, rounds=1,
                          progress=False, guide_opts={"adv": 2.0}, **FAST)
     code = main(["distill", "--teacher", TINY, "--student", TINY, "--input-shape", "3,8,8", "--num-classes", "4",
                  "--rounds", "1", "--quiet", "--guide-opt", "adv=2", "--out", str(tmp_path / "d")])
+    _one_line_error(capsys, code, "no guide samples")
+    code = main(["distill", "--teacher", TINY, "--student", TINY, "--input-shape", "3,8,8", "--num-classes", "4",
+                 "--rounds", "1", "--quiet", "--guide-mode", "mix", "--out", str(tmp_path / "d")])
     _one_line_error(capsys, code, "no guide samples")
 
 
@@ -69,7 +83,13 @@ def test_options_for_an_unselected_quantization_algorithm_are_refused_before_cal
                  "--quiet"])
     _one_line_error(capsys, code, "'adaround', which is not selected")
     assert not (out / "calib.safetensors").exists()  # refused before the calibration data was made
-    datafree.QuantConfig(algorithms=["bc"], options={"bias_correction": {}}).check()  # an alias selects it
+    # option keys are read like --algo names: aliases and case
+    datafree.QuantConfig(algorithms=["bc"], options={"bias_correction": {}}).check()
+    sq = datafree.QuantConfig(algorithms=["sq"], options={"SQ": {"alpha": 0.9}})
+    sq.check()
+    assert sq.algorithm_config("smoothquant").alpha == 0.9
+    with pytest.raises(DatafreeError, match="has no option 'bogus'"):
+        datafree.QuantConfig(algorithms=["bc"], options={"bc": {"bogus": 1}}).check()
 
 
 def test_quantize_records_the_calibration_images_it_used(tmp_path):
@@ -82,14 +102,13 @@ def test_quantize_records_the_calibration_images_it_used(tmp_path):
     assert "12 images" in q.report["calibration"]
 
 
-def test_stratified_indices_draw_equal_shares_per_class():
+def test_stratified_indices_draw_up_to_the_same_number_per_class():
     y = torch.tensor([0] * 50 + [1] * 50 + [2] * 3 + [3] * 40)
-    idx = stratified_indices(y, [0, 1, 2], 30, seed=0)
-    counts = torch.bincount(y[idx], minlength=4).tolist()
-    assert counts == [14, 13, 3, 0]  # class 2 gives all it has, the others share the rest, the first the remainder
-    assert len(set(idx.tolist())) == len(idx) == 30
-    assert torch.equal(idx, stratified_indices(y, [0, 1, 2], 30, seed=0))
-    assert len(stratified_indices(y, [0, 1], 1000)) == 100  # capped by what the data holds
+    idx = stratified_indices(y, [0, 1, 2], 10, seed=0)
+    assert torch.bincount(y[idx], minlength=4).tolist() == [10, 10, 3, 0]  # a short class gives all it has
+    assert len(set(idx.tolist())) == len(idx)
+    assert torch.equal(idx, stratified_indices(y, [0, 1, 2], 10, seed=0))
+    assert not torch.equal(idx, stratified_indices(y, [0, 1, 2], 10, seed=1))
 
 
 def test_prune_with_real_data_draws_the_same_number_per_user_class(tmp_path):
@@ -100,6 +119,13 @@ def test_prune_with_real_data_draws_the_same_number_per_user_class(tmp_path):
                          progress=False, block=8, steps=1, iterations=2, samples_per_class=10, lr=0.002,
                          out=str(tmp_path / "p"))
     assert "0: 10, 1: 10" in res.report["data"] and res.report["kind"].startswith("class-aware")
+    with pytest.warns(UserWarning, match=r"fewer than 20 images of classes \[1\] \(1: 12\)"):
+        res = datafree.prune(trained_tiny_teacher(), classes=[0, 1], data=ds, input_shape=(3, 8, 8), num_classes=4,
+                             progress=False, block=8, steps=1, iterations=2, samples_per_class=20, lr=0.002)
+    assert "0: 20, 1: 12" in res.report["data"]  # the other class does not make up for the short one
+    with pytest.raises(DatafreeError, match=r"no image of class\(es\) \[3\]"):
+        datafree.prune(trained_tiny_teacher(), classes=[0, 3], data=ds, input_shape=(3, 8, 8), num_classes=4,
+                       progress=False, block=8, steps=1, iterations=2, samples_per_class=10)
     mag = datafree.prune(trained_tiny_teacher(), classes=[0, 1], input_shape=(3, 8, 8), num_classes=4,
                          progress=False, block=8, steps=1, iterations=2, samples_per_class=4, saliency="magnitude")
     assert "class-agnostic" in mag.report["kind"] and not mag.report["kind"].startswith("class-aware")
@@ -126,8 +152,16 @@ def test_sweep_writes_config_and_report_and_refuses_incomparable_points(tmp_path
     assert main([*common, "--w-bits", "4,8"]) == 0  # more formats: the old points are kept, new ones added
     assert json.loads((out / "sweep.json").read_text())["points"] > n
     assert (out / "calib.safetensors").stat().st_mtime_ns == made  # on the images the old points used
+    assert load_yaml((out / "config.yaml").read_text())["sweep"]["w_bits"] == [4, 8]  # every point's settings
     capsys.readouterr()
     _one_line_error(capsys, main([*common, "--w-bits", "8", "--calib-samples", "8"]), "other settings")
+    _one_line_error(capsys, main([*common, "--w-bits", "7", "--mean", "0.9,0,0", "--std", "1,1,1"]), "other settings")
     _one_line_error(capsys, main(["quantize", "--model", TINY, "--input-shape", "3,8,8", "--num-classes", "4",
                                   "--weights", str(w), "--calib-samples", "8", "--quiet", "--out", str(out)]),
                     "holds a sweep run")
+    (out / "config.yaml").unlink()  # a sweep.csv whose settings cannot be checked
+    _one_line_error(capsys, main([*common, "--w-bits", "7"]), "without the config.yaml")
+    bad = tmp_path / "bad"  # bad held-out data: refused before calibration, nothing written
+    _one_line_error(capsys, main([*common[:-1], str(bad), "--w-bits", "8", "--eval-data", str(tmp_path / "no.npz")]),
+                    "no.npz")
+    assert not any(bad.iterdir())

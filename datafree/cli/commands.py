@@ -26,7 +26,8 @@ def distill(a: argparse.Namespace) -> None:
                   a.seed, teacher_weights=a.teacher_weights, mean=a.mean, std=a.std, eval_data=a.eval_data,
                   out=a.out, resume=a.resume, synthesizer=a.synthesizer, synth=dict(a.synth_opt),
                   replay=a.replay, replay_opts=dict(a.replay_opt), guide=a.guide,
-                  guide_opts={"mode": a.guide_mode, **dict(a.guide_opt)} if a.guide else dict(a.guide_opt),
+                  guide_opts={"mode": a.guide_mode or "guided", **dict(a.guide_opt)} if a.guide else
+                  {**({"mode": a.guide_mode} if a.guide_mode else {}), **dict(a.guide_opt)},
                   progress=not a.quiet, channels_last=not a.no_channels_last, deterministic=a.deterministic, **opts)
     s = res.summary
     acc = ""

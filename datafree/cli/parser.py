@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "budget share after which the VAE stops learning and its pool fills)")
     d.add_argument("--guide", help="condensed set or k real images per class (npz / folder) that guides the "
                    "inversion (Condensed Data Expansion) and joins the student's data; the report lists it")
-    d.add_argument("--guide-mode", choices=["guided", "mix"], default="guided",
+    d.add_argument("--guide-mode", choices=["guided", "mix"],
                    help="guided: an alignment loss (a feature discriminator by default) steers the inversion "
                    "(generator or pixel) towards the guide samples (default); mix: no guidance (the naive baseline); "
                    "in both the samples take a share of each student batch")

@@ -38,27 +38,13 @@ def class_counts(y: torch.Tensor) -> dict[int, int]:
     return {int(v): int(c) for v, c in zip(vals, cnt)}
 
 
-def stratified_indices(y: torch.Tensor, classes: list[int], n: int, seed: int = 0) -> torch.Tensor:
-    """Indices of up to ``n`` images, as equal a number per class of ``classes`` as the data holds (the first
-    classes take the remainder; a class with too few images gives all it has), drawn at random with ``seed``."""
+def stratified_indices(y: torch.Tensor, classes: list[int], per_class: int, seed: int = 0) -> torch.Tensor:
+    """Indices of up to ``per_class`` images of each class in ``classes`` (all of a class that has fewer; none of
+    another class), drawn at random with ``seed``."""
     g = torch.Generator().manual_seed(seed)
     pools = [torch.nonzero(y == c).flatten() for c in classes]
-    pools = [p[torch.randperm(len(p), generator=g)] for p in pools]
-    take, left = [0] * len(pools), n
-    open_ = sorted(range(len(pools)), key=lambda i: len(pools[i]))  # water-filling, smallest class first
-    while open_ and left > 0:
-        share = left // len(open_)
-        if len(pools[open_[0]]) <= share:  # this class gives all it has; the others share the rest
-            i = open_.pop(0)
-            take[i] = len(pools[i])
-            left -= take[i]
-            continue
-        for i in open_:
-            take[i] = share
-        for i in sorted(open_)[: left - share * len(open_)]:  # the remainder: one more for the first classes
-            take[i] += 1
-        left = 0
-    return torch.cat([p[:k] for p, k in zip(pools, take)]) if pools else torch.zeros(0, dtype=torch.long)
+    picked = [p[torch.randperm(len(p), generator=g)[:per_class]] for p in pools]
+    return torch.cat(picked) if picked else torch.zeros(0, dtype=torch.long)
 
 
 def per_class_counts(y: torch.Tensor) -> str:

@@ -111,7 +111,8 @@ def method_configs(cfg: DistillConfig, guided: bool = False) -> dict:
     """The configs of the strategies ``cfg`` names, defaults filled in: ``synthesizer``, ``replay``, and
     ``guide`` when the run has one (``cfg.guide``, or ``guided``: guide samples given in memory)."""
     if cfg.guide_opts and not (cfg.guide or guided):  # they would be silently ignored
-        raise DatafreeError("guide options (--guide-opt / guide_opts) are given but no guide samples (--guide)")
+        raise DatafreeError("guide options (--guide-mode, --guide-opt / guide_opts) are given but no guide samples "
+                            "(--guide)")
     out = {"synthesizer": make_config(cfg.synthesizer, **cfg.synth),
            "replay": make_replay_config(cfg.replay, **cfg.replay_opts)}
     if cfg.guide or guided:

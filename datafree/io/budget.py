@@ -20,7 +20,7 @@ def parse_duration(text: str | float | int) -> float:
         return float(s)
     parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smh])", s)
     if not parts or "".join(f"{a}{b}" for a, b in parts) != s.replace(" ", ""):
-        raise DatafreeError(f"cannot parse budget '{text}': use e.g. 90s, 15m, 1h30m or rounds like 40r")
+        raise DatafreeError(f"cannot parse budget '{text}': use e.g. 90s, 15m, 1h30m")
     return sum(float(a) * _UNITS[b] for a, b in parts)
 
 
@@ -43,7 +43,10 @@ class Budget:
             if rounds <= 0:
                 raise DatafreeError(f"the round budget must be positive, got {rounds}")
             return cls(rounds=rounds)
-        secs = parse_duration(s)
+        try:
+            secs = parse_duration(s)
+        except DatafreeError:
+            raise DatafreeError(f"cannot parse budget '{text}': use e.g. 90s, 15m, 1h30m or rounds like 40r") from None
         if secs <= 0:
             raise DatafreeError(f"budget must be positive, got '{text}'")
         return cls(seconds=secs)

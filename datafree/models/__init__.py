@@ -206,13 +206,14 @@ __all__ = ["Generator", "KNOWN_CHECKPOINTS", "MODELS", "ModelMeta", "ModelSpec",
 
 
 def as_model(model: nn.Module | str, weights: str | None = None, num_classes: int | None = None) -> nn.Module:
-    """A zoo name or a module, with ``weights`` loaded.  A model outside the zoo takes its input shape, class count
-    and normalisation from the weights' safetensors metadata when a datafree run wrote them (a distilled
-    student): evaluating or quantizing it then needs no --mean/--std again (explicit arguments still win)."""
+    """A zoo name or a module, with ``weights`` loaded.  Weights a datafree run wrote (a distilled student, a
+    trained or pruned model) record the input shape, class count and normalisation the model was trained in; they
+    win over the zoo's defaults (a zoo student of a teacher with other statistics learnt in the teacher's input
+    space), so evaluating or quantizing it needs no --mean/--std again (explicit arguments still win)."""
     m = create_model(model, num_classes) if isinstance(model, str) else model
     if weights:
         load_weights(m, weights)
-        if getattr(m, "datafree_meta", None) is None and str(weights).endswith(".safetensors"):
+        if str(weights).endswith(".safetensors"):
             recorded = recorded_meta(weights)
             if recorded is not None:
                 m.datafree_meta = recorded

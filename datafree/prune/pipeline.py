@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import os
 import time
+import warnings
 
 import torch
 from torch import nn
@@ -148,12 +149,20 @@ def prune(model: nn.Module | str, *, classes: list[int] | None = None, method: s
         x, desc = calibration_data(data, model, meta, n_images, seed, progress)
         desc += _check_classes(model, x, classes, str(data))
     else:
-        from datafree.data.loaders import load_dataset, stratified_indices
+        from datafree.data.loaders import class_counts, load_dataset, stratified_indices
 
         ds = load_dataset(str(data)) if isinstance(data, (str, os.PathLike)) else data
-        keep = stratified_indices(ds.y, classes, n_images, seed)  # the same number per user class
-        if not len(keep):
-            raise DatafreeError(f"{data} holds no image of classes {classes}")
+        counts = class_counts(ds.y)
+        missing = [c for c in classes if not counts.get(c)]
+        if missing:
+            raise DatafreeError(f"{data_label(data)} holds no image of class(es) {missing}: give data with images of "
+                                "every --classes class, or leave --data out (synthetic images)")
+        short = {c: counts[c] for c in classes if counts[c] < cfg.samples_per_class}
+        if short:
+            warnings.warn(f"{data_label(data)} holds fewer than {cfg.samples_per_class} images of classes "
+                          f"{sorted(short)} ({', '.join(f'{c}: {k}' for c, k in short.items())}); they use all they "
+                          "have", stacklevel=2)
+        keep = stratified_indices(ds.y, classes, cfg.samples_per_class, seed)  # the same number per user class
         sub = dataclasses.replace(ds, x=ds.x[keep], y=ds.y[keep])
         x, desc = calibration_data(sub, model, meta, n_images, seed, progress,
                                     f"{data_label(data)}, classes {classes} only, drawn per class")

@@ -41,6 +41,12 @@ ALIASES = {"equalization": "cle", "weight_equalization": "cle", "bias_corr": "bi
            "sq": "smoothquant", "rtn": None, "none": None}
 
 
+def canonical_algorithm(name: str) -> str | None:
+    """An algorithm's registry name from what a user typed ('BC', 'bias-correction', 'sq'); None: round to nearest."""
+    key = name.strip().lower().replace("-", "_")
+    return ALIASES.get(key, key)
+
+
 @dataclass
 class QuantConfig:
     weights: str = "int8"
@@ -59,8 +65,7 @@ class QuantConfig:
     def resolved_algorithms(self) -> list[str]:
         out = []
         for a in self.algorithms:
-            key = a.strip().lower().replace("-", "_")
-            key = ALIASES.get(key, key)
+            key = canonical_algorithm(a)
             if key is None:
                 continue
             if key not in ALGORITHMS:
@@ -76,14 +81,15 @@ class QuantConfig:
         chosen = self.resolved_algorithms()
         for name in chosen:
             self.algorithm_config(name)
-        stray = [k for k in self.options if ALIASES.get(k, k) not in chosen]
+        stray = [k for k in self.options if canonical_algorithm(k) not in chosen]
         if stray:
             raise DatafreeError(f"options are given for quantization algorithm '{stray[0]}', which is not selected "
                                 f"(selected: {', '.join(chosen) or 'none'}); add it to --algo or drop its options")
         self.specs()
 
     def algorithm_config(self, name: str):
-        return make_strategy_config(ALGORITHMS, "quantization algorithm", name, dict(self.options.get(name, {})))
+        opts = {k2: v for k, o in self.options.items() if canonical_algorithm(k) == name for k2, v in o.items()}
+        return make_strategy_config(ALGORITHMS, "quantization algorithm", name, opts)
 
     def specs(self) -> tuple[QuantSpec, QuantSpec | None, tuple[QuantSpec, QuantSpec | None] | None]:
         wf = parse_format(self.weights)

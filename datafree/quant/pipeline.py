@@ -21,7 +21,12 @@ from datafree.models import ModelMeta, as_model, check_model, model_meta
 from datafree.run import RunDir, config_difference
 
 # settings a sweep may change between sittings of one directory: they add points, not change the old ones
-SWEEP_GROWS = frozenset({"sweep.w_bits", "sweep.a_bits", "sweep.exps", "sweep.all_splits", "sweep.algorithms"})
+SWEEP_GROWS = frozenset({"sweep.w_bits", "sweep.a_bits", "sweep.exps", "sweep.all_splits", "sweep.algorithms",
+                         "sweep.calib_images"})
+
+
+def _floats(v) -> list[float] | None:
+    return None if v is None else [float(x) for x in v]
 
 
 @dataclasses.dataclass
@@ -97,13 +102,13 @@ def quantize(model: nn.Module | str, config=None, calib=None, *, weights: str | 
     run = RunDir(out) if out else None
     if run:
         run.expect("quantize")
+    ex, ey = eval_tensors(eval_data, meta)  # bad held-out data fails before minutes of calibration
     t0 = time.time()
     x, calib_desc = calibration_data(calib, model, meta, calib_samples, seed, progress)
     t_calib = time.time() - t0
     if run:  # reusable with --calib run/calib.safetensors (synthesis of 512 images takes minutes on a CPU)
         save_calibration(run, x, calib_desc)
     qmodel, info = run_quant(model, cfg, x, progress)
-    ex, ey = eval_tensors(eval_data, meta)
     report = {"kind": "post-training quantization", "model": meta.name, "config": to_dict(cfg),
               "calibration": calib_desc, "calibration_data_s": round(t_calib, 1), **info,
               "eval_data": data_label(eval_data), "machine": machine_info()}
@@ -192,27 +197,36 @@ def sweep(model: nn.Module | str, *, weights: str | None = None, eval_data=None,
     meta = model_meta(model, input_shape, num_classes, mean, std)
     check_model(model, meta, "model")
     run = RunDir(out)
-    cfg = {"sweep": {"model": meta.name, "weights": weights, "calib": data_label(calib) or "synthetic",
-                     "calib_samples": calib_samples, "seed": seed, "eval_data": data_label(eval_data),
-                     "eval_samples": eval_samples, "w_bits": list(w_bits), "a_bits": list(a_bits), "exps": list(exps),
-                     "all_splits": all_splits, "algorithms": [("+".join(a) or "rtn") for a in (algorithms or [[]])]}}
+    run.expect("sweep")  # another command's run directory is refused before anything is computed or written
+    algos = [("+".join(a) or "rtn") for a in (algorithms or [[]])]
+    cfg = {"sweep": {"model": meta.name, "weights": weights, "input_shape": list(meta.input_shape),
+                     "num_classes": meta.num_classes, "mean": _floats(meta.mean), "std": _floats(meta.std),
+                     "calib": data_label(calib) or "synthetic", "calib_samples": calib_samples, "seed": seed,
+                     "eval_data": data_label(eval_data), "eval_samples": eval_samples, "w_bits": list(w_bits),
+                     "a_bits": list(a_bits), "exps": list(exps), "all_splits": all_splits, "algorithms": algos}}
     old = run.read_config()
-    again = old is not None and "sweep" in old and run.file("sweep.csv").is_file()
+    again = run.file("sweep.csv").is_file()
     if again:  # the points of sweep.csv are reused: same model, calibration and evaluation (more formats or
         # algorithms only add points)
+        if old is None or "sweep" not in old:
+            raise DatafreeError(f"'{run.path}' holds a sweep.csv without the config.yaml it was made with, so its "
+                                "points cannot be checked against these settings: choose another --out")
         diff = config_difference(old, load_yaml(dump_yaml(cfg)), SWEEP_GROWS)
         if diff:
             raise DatafreeError(f"'{run.path}' holds a sweep made with other settings ({diff}); its points would "
                                 "not be comparable: choose another --out")
-    run.write_config(cfg)  # refuses another command's run directory
+        for key in ("w_bits", "a_bits", "exps", "algorithms"):  # the config describes every point sweep.csv holds
+            cfg["sweep"][key] = sorted(set(old["sweep"].get(key) or []) | set(cfg["sweep"][key]), key=str)
+        cfg["sweep"]["all_splits"] = bool(old["sweep"].get("all_splits")) or all_splits
+    ex, ey = eval_tensors(eval_data, meta)  # bad held-out data fails before minutes of calibration
+    ex, ey = ex[:eval_samples], ey[:eval_samples]
     if again and run.file("calib.safetensors").is_file():  # the very images the old points were calibrated on
         x, desc = saved_calibration(run.file("calib.safetensors"), meta, calib_samples)
         desc = desc.split(" (reused from")[0]
     else:
         x, desc = calibration_data(calib, model, meta, calib_samples, seed, progress)
         save_calibration(run, x, desc)
-    ex, ey = eval_tensors(eval_data, meta)
-    ex, ey = ex[:eval_samples], ey[:eval_samples]
+    run.write_config({"sweep": {**cfg["sweep"], "calib_images": len(x)}})
 
     def fmts(bits):
         return [f for b in bits for f in format_splits(b)] if all_splits else default_formats(list(bits), exps)
@@ -221,8 +235,9 @@ def sweep(model: nn.Module | str, *, weights: str | None = None, eval_data=None,
                      progress=progress)
     plot_pareto(rows, run.file("pareto.png"), f"{meta.name}: accuracy ({len(ex)} held-out images) vs MAC cost")
     run.save_json("sweep.json", {"model": meta.name, "calibration": desc, "eval_samples": len(ex),
-                                 "w_bits": list(w_bits), "a_bits": list(a_bits), "points": len(rows),
-                                 "algorithms": cfg["sweep"]["algorithms"], "machine": machine_info()})
+                                 "w_bits": cfg["sweep"]["w_bits"], "a_bits": cfg["sweep"]["a_bits"],
+                                 "points": len(rows), "algorithms": cfg["sweep"]["algorithms"],
+                                 "machine": machine_info()})
     front = sorted((r for r in rows if str(r.get("pareto")) == "True"), key=lambda r: float(r["luts"]))
     from datafree.report import write_markdown
 
