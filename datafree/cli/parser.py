@@ -265,8 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "weight_decay, srste_decay, bn_recalibrate=false, skip='[\"fc\"]' (layers left dense)")
     r.add_argument("--data", default="synthetic",
                    help="'synthetic' (default: inverted from the model, no real data), real labelled data (npz / "
-                        "folder: only the user's classes are used), or a calib.safetensors an earlier run saved "
-                        "(unlabelled: the model's reading must find every user class in it)")
+                        "folder: up to --samples-per-class images of each user class, every one of which must be "
+                        "there), or a calib.safetensors an earlier run saved (unlabelled: the model's reading must "
+                        "find every user class in it)")
     r.add_argument("--eval-data", help="held-out npz / folder / mnist5k:test, for reporting only")
     r.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     r.add_argument("--out", required=True, help="run directory")
