@@ -79,9 +79,15 @@ def eval_tensors(data, meta: ModelMeta) -> tuple[torch.Tensor, torch.Tensor] | t
         if tuple(data.x.shape[1:]) != tuple(meta.input_shape):
             raise DatafreeError(f"held-out images have shape {tuple(data.x.shape[1:])} but the models take "
                                 f"{tuple(meta.input_shape)}")
-        return normalize(data.float(), meta.mean, meta.std), data.y
-    x, y = data
-    return x.float(), y
+        x, y = normalize(data.float(), meta.mean, meta.std), data.y
+    else:
+        x, y = data
+        x = x.float()
+    if len(y) and int(y.max()) >= meta.num_classes:  # before minutes of synthesis or calibration, not after
+        raise DatafreeError(f"class-count mismatch: held-out labels go up to {int(y.max())} but the model has "
+                            f"{meta.num_classes} classes: "
+                            "pass held-out data of the model's classes (or the right --num-classes)")
+    return x, y
 
 
 def evaluate_dataset(model: nn.Module | str, data, *, weights: str | None = None, num_classes: int | None = None,

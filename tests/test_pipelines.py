@@ -60,6 +60,9 @@ def test_recorded_normalisation_wins_over_the_zoo_default(tmp_path):
     assert (meta.name, meta.mean, meta.std) == ("lenet5", (0.2,), (0.5,))  # not MNIST's (0.1307,), (0.3081,)
     assert datafree.evaluate_dataset("lenet5", ds, weights=w) == datafree.evaluate_dataset(
         "lenet5", ds, weights=w, mean=(0.2,), std=(0.5,))
+    four = datafree.ImageSet(ds.x, ds.y % 4)  # a zoo model trained for 4 classes is rebuilt for 4
+    datafree.train("lenet5", four, epochs=1, out=str(tmp_path / "t4"), num_classes=4, progress=False)
+    assert as_model("lenet5", str(tmp_path / "t4" / "model.safetensors")).datafree_meta.num_classes == 4
 
 
 def test_guide_options_without_guide_samples_are_refused(capsys, tmp_path):
@@ -162,6 +165,45 @@ def test_sweep_writes_config_and_report_and_refuses_incomparable_points(tmp_path
     (out / "config.yaml").unlink()  # a sweep.csv whose settings cannot be checked
     _one_line_error(capsys, main([*common, "--w-bits", "7"]), "without the config.yaml")
     bad = tmp_path / "bad"  # bad held-out data: refused before calibration, nothing written
+    np.savez(tmp_path / "lab7.npz", x=(torch.rand(8, 8, 8, 3) * 255).to(torch.uint8).numpy(), y=np.array([7] * 8))
+    _one_line_error(capsys, main([*common[:-1], str(bad), "--w-bits", "8", "--eval-data", str(tmp_path / "lab7.npz")]),
+                    "held-out labels go up to 7")
+    assert not any(bad.iterdir())
     _one_line_error(capsys, main([*common[:-1], str(bad), "--w-bits", "8", "--eval-data", str(tmp_path / "no.npz")]),
                     "no.npz")
     assert not any(bad.iterdir())
+
+
+def test_sweep_compares_its_inputs_by_content_and_plots_tied_points(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    w = tmp_path / "w.safetensors"
+    save_safetensors(trained_tiny_teacher().state_dict(), w)
+    x = (torch.rand(32, 8, 8, 3) * 255).to(torch.uint8).numpy()
+    np.savez(tmp_path / "d.npz", x=x, y=(torch.arange(32) % 4).numpy())
+    out = tmp_path / "s"
+    common = ["sweep", "--model", TINY, "--input-shape", "3,8,8", "--num-classes", "4", "--weights", str(w),
+              "--calib-samples", "8", "--a-bits", "8", "--exps", "3", "--quiet", "--out", str(out)]
+    assert main([*common, "--eval-data", str(tmp_path / "d.npz"), "--w-bits", "8", "--algo", "rtn;bc"]) == 0
+    assert (out / "pareto.png").is_file() and (out / "report.md").is_file()
+    from datafree.quant.sweep import plot_pareto  # two points tied on both axes (two algorithms, same result)
+
+    tied = [{"weights": "int8", "activations": "int8", "algorithms": a, "luts": "100", "accuracy": "0.5",
+             "pareto": "True"} for a in ("rtn", "bias_correction")]
+    assert plot_pareto(tied, tmp_path / "tied.png", "tied") and (tmp_path / "tied.png").is_file()
+    spelt = str(tmp_path / "." / "d.npz")  # the same file, spelt otherwise: the same sweep
+    assert main([*common, "--eval-data", spelt, "--w-bits", "7"]) == 0
+    np.savez(tmp_path / "d.npz", x=255 - x, y=(torch.arange(32) % 4).numpy())  # another file under the same path
+    capsys.readouterr()
+    _one_line_error(capsys, main([*common, "--eval-data", str(tmp_path / "d.npz"), "--w-bits", "6"]),
+                    "sweep.eval_data_id")
+
+
+def test_conflicting_option_spellings_are_refused(capsys, tmp_path):
+    with pytest.raises(DatafreeError, match="under two names"):
+        datafree.QuantConfig(algorithms=["cle"], options={"cle": {"iterations": 3},
+                                                          "equalization": {"iterations": 5}}).check()
+    code = main(["distill", "--teacher", TINY, "--student", TINY, "--input-shape", "3,8,8", "--num-classes", "4",
+                 "--rounds", "1", "--quiet", "--guide", "g.npz", "--guide-mode", "guided", "--guide-opt", "mode=mix",
+                 "--out", str(tmp_path / "d")])
+    _one_line_error(capsys, code, "disagree")
+

@@ -22,6 +22,9 @@ def distill(a: argparse.Namespace) -> None:
             opts[key] = False
     if a.bf16 != "auto" and not a.no_bf16:
         opts["bf16"] = a.bf16 == "on"
+    guide_mode = dict(a.guide_opt).get("mode")
+    if a.guide_mode and guide_mode and guide_mode != a.guide_mode:
+        raise DatafreeError(f"--guide-mode {a.guide_mode} and --guide-opt mode={guide_mode} disagree: give one")
     res = distill(a.teacher, a.student, a.input_shape, a.num_classes, None if a.rounds else a.budget, a.rounds,
                   a.seed, teacher_weights=a.teacher_weights, mean=a.mean, std=a.std, eval_data=a.eval_data,
                   out=a.out, resume=a.resume, synthesizer=a.synthesizer, synth=dict(a.synth_opt),

@@ -210,13 +210,15 @@ def as_model(model: nn.Module | str, weights: str | None = None, num_classes: in
     trained or pruned model) record the input shape, class count and normalisation the model was trained in; they
     win over the zoo's defaults (a zoo student of a teacher with other statistics learnt in the teacher's input
     space), so evaluating or quantizing it needs no --mean/--std again (explicit arguments still win)."""
-    m = create_model(model, num_classes) if isinstance(model, str) else model
+    recorded = recorded_meta(weights) if weights and str(weights).endswith(".safetensors") else None
+    if isinstance(model, str):  # a zoo model trained for another class count is built for it
+        m = create_model(model, num_classes or (recorded.num_classes if recorded else None))
+    else:
+        m = model
     if weights:
         load_weights(m, weights)
-        if str(weights).endswith(".safetensors"):
-            recorded = recorded_meta(weights)
-            if recorded is not None:
-                m.datafree_meta = recorded
+        if recorded is not None:
+            m.datafree_meta = recorded
     return m
 
 
@@ -232,7 +234,10 @@ def recorded_meta(path: str | os.PathLike) -> ModelMeta | None:
 
     from datafree.io.safetensors import read_metadata
 
-    md = read_metadata(path)
+    try:
+        md = read_metadata(path)
+    except Exception:  # noqa: BLE001 - a missing or corrupt file: load_weights says so in one line
+        return None
     try:
         shape, nc = ast.literal_eval(md["input_shape"]), int(md["num_classes"])
         mean, std = ast.literal_eval(md.get("mean", "None")), ast.literal_eval(md.get("std", "None"))

@@ -17,12 +17,21 @@ from datafree.data.loaders import data_label, load_dataset, per_class_counts
 from datafree.errors import DatafreeError
 from datafree.evaluate import eval_tensors, evaluate
 from datafree.machine import machine_info
-from datafree.models import ModelMeta, as_model, check_model, model_meta
+from datafree.models import ModelMeta, as_model, check_model, model_meta, sha256_file
 from datafree.run import RunDir, config_difference
 
 # settings a sweep may change between sittings of one directory: they add points, not change the old ones
+# (the paths may be spelt otherwise: the files are compared by content, as *_id)
 SWEEP_GROWS = frozenset({"sweep.w_bits", "sweep.a_bits", "sweep.exps", "sweep.all_splits", "sweep.algorithms",
-                         "sweep.calib_images"})
+                         "sweep.calib_images", "sweep.weights", "sweep.calib", "sweep.eval_data"})
+
+
+def _identity(ref, label: str | None = None) -> str | None:
+    """What a sweep rerun compares an input by: a file's sha256 (a path spelt otherwise is the same file, a file
+    replaced under the same path is not), else its label (a folder's path, 'synthetic', data in memory)."""
+    if isinstance(ref, (str, os.PathLike)) and Path(ref).is_file():
+        return "sha256:" + sha256_file(ref)
+    return label if label is not None else data_label(ref)
 
 
 def _floats(v) -> list[float] | None:
@@ -199,18 +208,24 @@ def sweep(model: nn.Module | str, *, weights: str | None = None, eval_data=None,
     run = RunDir(out)
     run.expect("sweep")  # another command's run directory is refused before anything is computed or written
     algos = [("+".join(a) or "rtn") for a in (algorithms or [[]])]
-    cfg = {"sweep": {"model": meta.name, "weights": weights, "input_shape": list(meta.input_shape),
-                     "num_classes": meta.num_classes, "mean": _floats(meta.mean), "std": _floats(meta.std),
-                     "calib": data_label(calib) or "synthetic", "calib_samples": calib_samples, "seed": seed,
-                     "eval_data": data_label(eval_data), "eval_samples": eval_samples, "w_bits": list(w_bits),
-                     "a_bits": list(a_bits), "exps": list(exps), "all_splits": all_splits, "algorithms": algos}}
+    calib_label = data_label(calib) or "synthetic"
+    cfg = {"sweep": {"model": meta.name, "weights": weights, "weights_id": _identity(weights),
+                     "input_shape": list(meta.input_shape), "num_classes": meta.num_classes,
+                     "mean": _floats(meta.mean), "std": _floats(meta.std),
+                     "calib": calib_label, "calib_id": _identity(calib, calib_label), "calib_samples": calib_samples,
+                     "seed": seed, "eval_data": data_label(eval_data), "eval_data_id": _identity(eval_data),
+                     "eval_samples": eval_samples, "w_bits": list(w_bits), "a_bits": list(a_bits),
+                     "exps": list(exps), "all_splits": all_splits, "algorithms": algos}}
     old = run.read_config()
     again = run.file("sweep.csv").is_file()
     if again:  # the points of sweep.csv are reused: same model, calibration and evaluation (more formats or
         # algorithms only add points)
-        if old is None or "sweep" not in old:
-            raise DatafreeError(f"'{run.path}' holds a sweep.csv without the config.yaml it was made with, so its "
-                                "points cannot be checked against these settings: choose another --out")
+        lacks = sorted(set(cfg["sweep"]) - set((old or {}).get("sweep") or {}))
+        if old is None or "sweep" not in old or lacks:
+            why = ("without the config.yaml it was made with" if old is None or "sweep" not in old else
+                   f"whose config.yaml an earlier datafree wrote (it lacks {', '.join(lacks[:3])})")
+            raise DatafreeError(f"'{run.path}' holds a sweep.csv {why}, so its points cannot be checked against "
+                                "these settings: choose another --out")
         diff = config_difference(old, load_yaml(dump_yaml(cfg)), SWEEP_GROWS)
         if diff:
             raise DatafreeError(f"'{run.path}' holds a sweep made with other settings ({diff}); its points would "

@@ -109,7 +109,8 @@ def plot_pareto(rows: list[dict], path: str | os.PathLike, title: str) -> bool:
         if rs:
             ax.scatter([float(r["luts"]) for r in rs], [100 * float(r["accuracy"]) for r in rs], s=12, alpha=0.55,
                        marker=marker, label=name)
-    front = sorted((float(r["luts"]), 100 * float(r["accuracy"]), r) for r in rows if str(r.get("pareto")) == "True")
+    front = sorted(((float(r["luts"]), 100 * float(r["accuracy"]), r) for r in rows if str(r.get("pareto")) == "True"),
+                   key=lambda p: p[:2])  # points tied on both axes keep their order (rows do not compare)
     if front:
         ax.plot([p[0] for p in front], [p[1] for p in front], "k-", lw=1, label="Pareto front")
         for c, acc, r in front:
