@@ -101,7 +101,8 @@ def test_quantize_records_the_calibration_images_it_used(tmp_path):
     q = datafree.quantize(trained_tiny_teacher(), datafree.QuantConfig(weights="int8", activations="int8"), calib,
                           input_shape=(3, 8, 8), num_classes=4, out=str(tmp_path / "q"), calib_samples=512,
                           progress=False)
-    assert load_yaml((tmp_path / "q" / "config.yaml").read_text())["calib_samples"] == 12
+    cfg = load_yaml((tmp_path / "q" / "config.yaml").read_text())
+    assert (cfg["calib_samples"], cfg["calib_images"]) == (512, 12)  # asked for, used
     assert "12 images" in q.report["calibration"]
 
 

@@ -148,8 +148,9 @@ def quantize(model: nn.Module | str, config=None, calib=None, *, weights: str | 
         plot_series(layers, "layer", ["weight_rel_error"], run.file("weight_error.png"),
                     "relative squared error of the quantized weights", log_y=True, bars=True)
         run.write_config({"quantize": to_dict(cfg), "model": meta.name, "weights": weights,
-                          "calib": data_label(calib) or "synthetic", "calib_samples": len(x), "seed": seed,
-                          "onnx": onnx, "calibration": calib_desc, "eval_data": report["eval_data"]})
+                          "calib": data_label(calib) or "synthetic", "calib_samples": calib_samples,
+                          "calib_images": len(x), "seed": seed, "onnx": onnx, "calibration": calib_desc,
+                          "eval_data": report["eval_data"]})
         from datafree.quant.checkpoint import save_quantized
 
         save_quantized(qmodel, cfg, run.file("quantized.safetensors"), {
