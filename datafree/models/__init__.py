@@ -238,14 +238,14 @@ def recorded_meta(path: str | os.PathLike) -> ModelMeta | None:
         md = read_metadata(path)
     except Exception:  # noqa: BLE001 - a missing or corrupt file: load_weights says so in one line
         return None
-    try:
+    try:  # literal_eval evaluates literals only, never code; anything odd means "nothing recorded"
         shape, nc = ast.literal_eval(md["input_shape"]), int(md["num_classes"])
         mean, std = ast.literal_eval(md.get("mean", "None")), ast.literal_eval(md.get("std", "None"))
-    except (KeyError, ValueError, SyntaxError):
+        norm = [tuple(float(x) for x in v) if isinstance(v, (tuple, list)) else None for v in (mean, std)]
+    except (KeyError, ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
         return None
     if not (isinstance(shape, tuple) and all(isinstance(v, int) for v in shape)):
         return None
-    norm = [tuple(float(x) for x in v) if isinstance(v, (tuple, list)) else None for v in (mean, std)]
     return ModelMeta(shape, nc, norm[0], norm[1], md.get("arch", "custom"))
 
 
