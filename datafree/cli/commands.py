@@ -22,15 +22,17 @@ def distill(a: argparse.Namespace) -> None:
             opts[key] = False
     if a.bf16 != "auto" and not a.no_bf16:
         opts["bf16"] = a.bf16 == "on"
-    guide_mode = dict(a.guide_opt).get("mode")
-    if a.guide_mode and guide_mode and guide_mode != a.guide_mode:
-        raise DatafreeError(f"--guide-mode {a.guide_mode} and --guide-opt mode={guide_mode} disagree: give one")
+    guide_opts = dict(a.guide_opt)  # without --guide any of them is refused by the API, not dropped
+    if a.guide_mode and guide_opts.setdefault("mode", a.guide_mode) != a.guide_mode:
+        raise DatafreeError(f"--guide-mode {a.guide_mode} and --guide-opt mode={guide_opts['mode']} disagree: "
+                            "give one")
+    if a.guide:
+        guide_opts.setdefault("mode", "guided")
     res = distill(a.teacher, a.student, a.input_shape, a.num_classes, None if a.rounds else a.budget, a.rounds,
                   a.seed, teacher_weights=a.teacher_weights, mean=a.mean, std=a.std, eval_data=a.eval_data,
                   out=a.out, resume=a.resume, synthesizer=a.synthesizer, synth=dict(a.synth_opt),
                   replay=a.replay, replay_opts=dict(a.replay_opt), guide=a.guide,
-                  guide_opts={"mode": a.guide_mode or "guided", **dict(a.guide_opt)} if a.guide else
-                  {**({"mode": a.guide_mode} if a.guide_mode else {}), **dict(a.guide_opt)},
+                  guide_opts=guide_opts,
                   progress=not a.quiet, channels_last=not a.no_channels_last, deterministic=a.deterministic, **opts)
     s = res.summary
     acc = ""

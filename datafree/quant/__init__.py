@@ -81,12 +81,12 @@ class QuantConfig:
         chosen = self.resolved_algorithms()
         for name in chosen:
             self.algorithm_config(name)
-        names = [canonical_algorithm(k) for k in self.options]
-        twice = next((k for k, n in zip(self.options, names) if names.count(n) > 1), None)
+        names = {k: canonical_algorithm(k) for k in self.options}
+        twice = next((n for n in names.values() if list(names.values()).count(n) > 1), None)
         if twice is not None:
-            raise DatafreeError(f"options for quantization algorithm '{names[list(self.options).index(twice)]}' "
-                                "are given under two names; give them under one")
-        stray = [k for k in self.options if canonical_algorithm(k) not in chosen]
+            raise DatafreeError(f"options for quantization algorithm '{twice}' are given under two names; give them "
+                                "under one")
+        stray = [k for k, n in names.items() if n not in chosen]
         if stray:
             raise DatafreeError(f"options are given for quantization algorithm '{stray[0]}', which is not selected "
                                 f"(selected: {', '.join(chosen) or 'none'}); add it to --algo or drop its options")

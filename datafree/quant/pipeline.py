@@ -34,9 +34,6 @@ def _identity(ref, label: str | None = None) -> str | None:
     return label if label is not None else data_label(ref)
 
 
-def _floats(v) -> list[float] | None:
-    return None if v is None else [float(x) for x in v]
-
 
 @dataclasses.dataclass
 class QuantResult:
@@ -212,7 +209,7 @@ def sweep(model: nn.Module | str, *, weights: str | None = None, eval_data=None,
     calib_label = data_label(calib) or "synthetic"
     cfg = {"sweep": {"model": meta.name, "weights": weights, "weights_id": _identity(weights),
                      "input_shape": list(meta.input_shape), "num_classes": meta.num_classes,
-                     "mean": _floats(meta.mean), "std": _floats(meta.std),
+                     "mean": meta.mean, "std": meta.std,
                      "calib": calib_label, "calib_id": _identity(calib, calib_label), "calib_samples": calib_samples,
                      "seed": seed, "eval_data": data_label(eval_data), "eval_data_id": _identity(eval_data),
                      "eval_samples": eval_samples, "w_bits": list(w_bits), "a_bits": list(a_bits),
