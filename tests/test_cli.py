@@ -236,3 +236,25 @@ def test_unsigned_weight_formats_and_shape_mismatched_data_are_refused(capsys, t
     code, err = run_main(capsys, "evaluate", *common, "--data", str(tmp_path / "grey.npz"))
     assert_one_line_error(code, err, "the data's images have shape (1, 8, 8) but the model takes (3, 8, 8)")
 
+
+
+def test_a_refused_command_leaves_no_empty_out_directory(capsys, tmp_path):
+    import numpy as np
+
+    from datafree.io.safetensors import save_safetensors
+
+    w = tmp_path / "w.safetensors"
+    save_safetensors(tiny_cnn().state_dict(), w)
+    np.savez(tmp_path / "grey.npz", x=np.zeros((4, 8, 8, 1), np.uint8), y=np.array([0, 1, 2, 3]))
+    common = ["quantize", "--model", TINY, "--input-shape", "3,8,8", "--num-classes", "4", "--weights", str(w),
+              "--eval-data", str(tmp_path / "grey.npz"), "--calib-samples", "8", "--quiet", "--out"]
+    code, err = run_main(capsys, *common, str(tmp_path / "new" / "q"))  # refused after the run dir was made
+    assert_one_line_error(code, err, "held-out images have shape (1, 8, 8)")
+    assert not (tmp_path / "new").exists()  # both levels it created are gone
+    keep = tmp_path / "mine"
+    keep.mkdir()
+    code, err = run_main(capsys, *common, str(keep))
+    assert code != 0 and keep.is_dir()  # a directory the user made stays, empty or not
+    (keep / "notes.txt").write_text("x")
+    code, err = run_main(capsys, *common, str(keep / "q"))
+    assert code != 0 and (keep / "notes.txt").read_text() == "x" and not (keep / "q").exists()

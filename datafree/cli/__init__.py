@@ -10,6 +10,7 @@ import warnings
 from datafree.cli import commands
 from datafree.cli.parser import _bits, _exps, build_parser  # noqa: F401  (the parser's value types, for tests)
 from datafree.errors import DatafreeError
+from datafree.io.atomic import forget_created, remove_empty_created
 
 # sub-command -> what it does with its parsed arguments (demo and models are handled inline)
 COMMANDS = {name: getattr(commands, name) for name in
@@ -20,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("once")
     warnings.formatwarning = lambda msg, cat, *_a, **_k: f"datafree: warning: {msg}\n"  # one line, no source
+    forget_created()
     try:
         if args.cmd in COMMANDS:
             COMMANDS[args.cmd](args)
@@ -33,9 +35,11 @@ def main(argv: list[str] | None = None) -> int:
             for name, spec in sorted(MODELS.items()):
                 print(f"{name:20s} input {spec.input_shape}  classes {spec.num_classes}")
     except DatafreeError as e:
+        remove_empty_created()  # a refused input leaves no empty --out behind
         print(f"datafree: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # disk full, permissions, ... : one line, no traceback
+        remove_empty_created()
         print(f"datafree: error: {e.strerror or e}: {e.filename or ''}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -44,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
               "finished files are intact; rerun the command"), file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - a defect or an input no check foresaw: one line, not a traceback
+        remove_empty_created()
         if os.environ.get("DATAFREE_DEBUG"):
             raise
         msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""

@@ -32,10 +32,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+# directories ensure_writable_dir created in this process: a command that fails removes the ones it left empty
+_CREATED: list[Path] = []
+
+
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
     """Create ``path`` if needed and prove we can write into it, before any long work starts."""
     path = Path(path)
     try:
+        _CREATED.extend(p for p in (*reversed(path.parents), path) if not p.exists())  # outermost first
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".datafree-write-test-{os.getpid()}"  # per process: two runs may share a dir
         probe.write_bytes(b"")
@@ -46,3 +51,22 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
             "choose another --out or fix its permissions"
         ) from None
     return path
+
+
+def forget_created() -> None:
+    """Start of a command: directories made by earlier commands in this process are theirs, not its."""
+    _CREATED.clear()
+
+
+def remove_empty_created() -> list[Path]:
+    """After a failed command: remove the directories this process created that are still empty (innermost
+    first), so that a refused input leaves no empty ``--out`` behind.  A directory holding anything stays."""
+    removed = []
+    for p in reversed(_CREATED):
+        try:
+            p.rmdir()  # only succeeds on an empty directory
+            removed.append(p)
+        except OSError:
+            pass
+    _CREATED.clear()
+    return removed
