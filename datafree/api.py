@@ -18,7 +18,7 @@ from datafree.distill.supervised import TrainConfig, train_supervised
 from datafree.errors import DatafreeError
 from datafree.evaluate import eval_tensors, evaluate, evaluate_dataset  # noqa: F401  (evaluate_dataset: the API)
 from datafree.machine import cpu_model, machine_info  # noqa: F401  (cpu_model: for the benchmarks)
-from datafree.models import as_model, check_model, meta_record, model_meta
+from datafree.models import as_model, check_model, is_external, meta_record, model_meta
 from datafree.prune.pipeline import PruneResult, prune  # noqa: F401  (the API of `datafree prune`)
 from datafree.quant.pipeline import QuantResult, export_report, quantize, sweep  # noqa: F401  (quantize, sweep)
 from datafree.report import write_report
@@ -54,7 +54,8 @@ def distill(teacher: nn.Module | str, student: nn.Module | str, input_shape=None
     meta = model_meta(teacher, input_shape, num_classes, mean, std)
     student = as_model(student, None, meta.num_classes)
     smeta = getattr(student, "datafree_meta", None)
-    if smeta and tuple(smeta.input_shape) != tuple(meta.input_shape):
+    # a timm/torchvision student's recorded 224-pixel input is a default: it pools globally and takes the teacher's
+    if smeta and not is_external(smeta.name) and tuple(smeta.input_shape) != tuple(meta.input_shape):
         raise DatafreeError(f"student '{smeta.name}' takes {smeta.input_shape} inputs but the teacher takes "
                             f"{meta.input_shape}")
     check_model(teacher, meta, "teacher")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -13,6 +15,7 @@ from datafree.io import save_safetensors
 from datafree.models import (
     KNOWN_CHECKPOINTS,
     MODELS,
+    ModelMeta,
     create_model,
     list_models,
     load_weights,
@@ -20,6 +23,7 @@ from datafree.models import (
     read_state_dict,
     sha256_file,
 )
+from tests.tiny import trained_tiny_teacher
 
 # ---------------------------------------------------------------------------------------------------
 # zoo
@@ -330,3 +334,51 @@ def test_corrupt_copy_of_a_verified_checkpoint_fails_its_checksum(tmp_path):
     torch.save(create_model("resnet20").state_dict(), d / "resnet20.pt")  # right layout, wrong bytes
     with pytest.raises(DatafreeError, match="fails its sha256 check"):
         load_weights(create_model("resnet20"), d / "resnet20.pt")
+
+
+def _fake_libraries(monkeypatch) -> None:
+    """Stand-ins for timm and torchvision (neither imports beside this torch): the same entry points."""
+    import types
+
+    from tests.tiny import tiny_cnn
+
+    def timm_create(name, pretrained=False, num_classes=1000):
+        assert pretrained is False  # nothing may be downloaded
+        m = tiny_cnn(num_classes)
+        m.pretrained_cfg = {"input_size": (3, 8, 8), "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
+        m.num_classes = num_classes
+        return m
+
+    def tv_get_model(name, weights=None, num_classes=1000):
+        if name != "tiny":
+            raise ValueError(f"Unknown model {name}")
+        assert weights is None
+        return tiny_cnn(num_classes)
+
+    timm = types.SimpleNamespace(is_model=lambda n: n == "tiny", create_model=timm_create)
+    tv = types.SimpleNamespace(models=types.SimpleNamespace(get_model=tv_get_model))
+    monkeypatch.setitem(sys.modules, "timm", timm)
+    monkeypatch.setitem(sys.modules, "torchvision", tv)
+
+
+def test_timm_and_torchvision_architectures_are_models_when_installed(monkeypatch, tmp_path, capsys):
+    from datafree.cli import main
+
+    monkeypatch.setitem(sys.modules, "timm", None)  # not installed: one line that says what to do
+    with pytest.raises(DatafreeError, match="'timm:tiny' needs timm, which does not import here"):
+        create_model("timm:tiny", 4)
+    _fake_libraries(monkeypatch)
+    m = create_model("timm:tiny", 4)
+    assert m.datafree_meta == ModelMeta((3, 8, 8), 4, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "timm:tiny")
+    assert create_model("torchvision:tiny", 4).datafree_meta.input_shape == (3, 224, 224)
+    with pytest.raises(DatafreeError, match="timm has no architecture 'nope'"):
+        create_model("timm:nope")
+    with pytest.raises(DatafreeError, match="torchvision has no architecture 'nope'"):
+        create_model("torchvision:nope")
+    # end to end: a timm teacher's trained weights, a torchvision student told the teacher's input shape
+    w = tmp_path / "t.safetensors"
+    save_safetensors(trained_tiny_teacher().state_dict(), w)
+    code = main(["distill", "--teacher", "timm:tiny", "--teacher-weights", str(w), "--num-classes", "4",
+                 "--student", "torchvision:tiny", "--rounds", "1", "--quiet", "--out", str(tmp_path / "run")])
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "run" / "student.safetensors").is_file()

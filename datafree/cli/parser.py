@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 
+MODEL_HELP = ("zoo name (`datafree models`), timm:NAME or torchvision:NAME where that library is installed (built "
+              "with random weights: pass the trained ones), or path/to/file.py:factory")
 EPILOG = ("Models: run `datafree models`. Budgets: 90s, 15m, 1h30m (method wall-clock), 40r (rounds) or --rounds N.")
 
 
@@ -108,9 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("distill", help="data-free distillation of a teacher into a student",
                        description="Invert the teacher into synthetic images and distill the student on them. "
                        "No training image is used; --eval-data is only for reporting.", epilog=EPILOG)
-    d.add_argument("--teacher", required=True, help="zoo name or path/to/file.py:factory")
+    d.add_argument("--teacher", required=True, help=MODEL_HELP)
     d.add_argument("--teacher-weights", help="teacher weights (.safetensors or a torch state_dict file)")
-    d.add_argument("--student", required=True, help="zoo name or path/to/file.py:factory")
+    d.add_argument("--student", required=True, help=MODEL_HELP)
     g = d.add_mutually_exclusive_group()
     g.add_argument("--budget", default="10m", help="method wall-clock budget, e.g. 90s, 15m, 1h30m (default 10m); "
                    "40r: 40 rounds, as --rounds 40")
@@ -177,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(d)
 
     t = sub.add_parser("train", help="supervised training on real labelled data (teachers, baselines)")
-    t.add_argument("--model", required=True, help="zoo name or path/to/file.py:factory")
+    t.add_argument("--model", required=True, help=MODEL_HELP)
     t.add_argument("--data", required=True, help="npz (x uint8 NHWC, y), image folder, or mnist5k")
     t.add_argument("--eval-data", help="held-out data for the final accuracy")
     t.add_argument("--epochs", type=_pos, default=10, help="passes over the data (default 10)")
@@ -190,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(t)
 
     e = sub.add_parser("evaluate", help="accuracy of a model on labelled data")
-    e.add_argument("--model", required=True, help="zoo name or path/to/file.py:factory")
+    e.add_argument("--model", required=True, help=MODEL_HELP)
     e.add_argument("--weights", required=True, help="model weights (.safetensors or a torch state_dict)")
     e.add_argument("--data", required=True, help="npz, image folder, mnist5k:test")
     e.add_argument("--json", action="store_true", help="print JSON")
@@ -208,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "inverted from the model itself unless --calib gives real data; --eval-data is only for "
                        "reporting.", epilog="Formats: int2..int16 (uint8, int4_asym), fp8_e4m3, fp8_e5m2, "
                        "fp8_e4m3fnuz, fp8_e5m2fnuz, fp6_e3m2, fp6_e2m3, fp4_e2m1, or any ExMy such as e3m2, e2m1.")
-    q.add_argument("--model", required=True, help="zoo name or path/to/file.py:factory")
+    q.add_argument("--model", required=True, help=MODEL_HELP)
     q.add_argument("--weights", required=True, help="model weights (.safetensors or a torch state_dict)")
     q.add_argument("--w", default="int8", help="weight format (default int8)")
     q.add_argument("--a", default="int8", help="activation format, or 'none' for weight-only (default int8)")
@@ -242,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "gradient saliency, N:M sparsity along input channels inside BxB blocks that are removed whole, "
                        "iterative fine-tuning (SR-STE) with KD from the dense model. The images are inverted from the "
                        "model for those classes unless --data gives real ones; --eval-data is only for reporting.")
-    r.add_argument("--model", required=True, help="zoo name or path/to/file.py:factory")
+    r.add_argument("--model", required=True, help=MODEL_HELP)
     r.add_argument("--weights", required=True, help="model weights (.safetensors or a torch state_dict)")
     r.add_argument("--classes", required=True, type=_ints,
                    help="the user's classes, comma-separated indices, e.g. 0,1,2")
@@ -281,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "and minifloat splits) and algorithm set, evaluate it, and plot accuracy against the LUTs of "
                        "one MAC (from the committed Yosys table). Writes sweep.csv, pareto.png, config.yaml and "
                        "report.md in --out; a rerun into it with more formats or algorithms adds their points.")
-    w.add_argument("--model", required=True, help="zoo name or path/to/file.py:factory")
+    w.add_argument("--model", required=True, help=MODEL_HELP)
     w.add_argument("--weights", required=True, help="model weights (.safetensors or a torch state_dict)")
     w.add_argument("--eval-data", required=True, help="held-out data for the accuracy axis")
     w.add_argument("--eval-samples", type=_pos, default=2000, help="held-out images per point (default 2000)")

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from datafree.errors import DatafreeError
+from datafree.models.external import create_external, is_external
 from datafree.models.generator import Generator
 from datafree.models.lenet import LeNet5
 from datafree.models.mobilenetv2 import MobileNetV2
@@ -82,13 +83,18 @@ def list_models() -> list[str]:
 
 
 def create_model(name: str, num_classes: int | None = None) -> nn.Module:
-    """A zoo model by name, or ``path/to/file.py:factory`` (the factory is called with no arguments,
+    """A zoo model by name, ``timm:NAME`` / ``torchvision:NAME`` where that library is installed
+    (``datafree.models.external``), or ``path/to/file.py:factory`` (the factory is called with no arguments,
     or with ``num_classes`` if given)."""
     if ":" in name and name.split(":", 1)[0].endswith(".py"):
         return _from_file(name, num_classes)
+    if is_external(name):
+        model, (shape, nc, mean, std) = create_external(name, num_classes)
+        model.datafree_meta = ModelMeta(shape, nc, mean, std, name)
+        return model
     if name not in MODELS:
-        raise DatafreeError(f"unknown model '{name}'; choose one of {', '.join(list_models())} "
-                            "or pass path/to/file.py:factory")
+        raise DatafreeError(f"unknown model '{name}'; choose one of {', '.join(list_models())}, "
+                            "timm:NAME or torchvision:NAME (if installed), or pass path/to/file.py:factory")
     spec = MODELS[name]
     nc = num_classes or spec.num_classes
     kwargs = dict(spec.kwargs)
@@ -201,7 +207,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike, name: str | None = N
     return model
 
 
-__all__ = ["Generator", "KNOWN_CHECKPOINTS", "MODELS", "ModelMeta", "ModelSpec", "create_model",
+__all__ = ["Generator", "KNOWN_CHECKPOINTS", "MODELS", "ModelMeta", "ModelSpec", "create_model", "is_external",
            "list_models", "load_weights", "model_meta", "read_state_dict", "sha256_file"]
 
 
