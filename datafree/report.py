@@ -146,9 +146,14 @@ def write_quant_report(run: RunDir, report: dict) -> None:
     run.save_json("report.json", report)
     cfg = report["config"]
     acc = report.get("accuracy")
+    layers = report.get("layers") or []
+    acts = f"activations **{cfg['activations']}** per tensor" if cfg["activations"] else "activations in float " \
+        "(weight-only)"
+    edge = "" if not layers else "; the first and last layers: " + ", ".join(  # the formats used, after --edge-bits
+        f"{m['name']} {m['weights']} x {m['activations'] or 'float'}" for m in (layers[0], layers[-1])) + \
+        (f" (--edge-bits {cfg['edge_bits']} widens them, never narrows)" if cfg["edge_bits"] else " (as the rest)")
     lines = [f"# datafree quantize: {report['model']}", "",
-             f"- weights **{cfg['weights']}** per {cfg['w_granularity']}, activations **{cfg['activations']}** "
-             f"per tensor; first/last layer at {cfg['edge_bits'] or 'the same'} bits",
+             f"- weights **{cfg['weights']}** per {cfg['w_granularity']}, {acts}{edge}",
              f"- algorithms: {', '.join(report['algorithms']) or 'round-to-nearest only'}",
              f"- calibration data: **{report['calibration']}**",
              f"- held-out data (reporting only): "

@@ -46,7 +46,7 @@ def test_minifloat_rounds_bit_exactly_like_ml_dtypes(name):
     big = fmt.max_value
     x = torch.cat([values, mids, near, torch.randn(50_000, dtype=torch.float64) * big / 4,
                    torch.tensor([big * 1.0001, big * 1.05, -big * 1.3, 1e30, -1e30, math.inf, -math.inf, math.nan,
-                                 0.0, -0.0, 1e-30, -1e-30])]).float()
+                                 -math.nan, 0.0, -0.0, 1e-30, -1e-30])]).float()
     ref = torch.from_numpy(x.numpy().astype(dt).astype(np.float32))
     ours = fmt.round(x)
     assert torch.equal(torch.isnan(ref), torch.isnan(ours))
@@ -421,11 +421,14 @@ def test_compiled_minifloat_rounding_matches_the_exact_one():
     if fast is None:
         pytest.skip("torch.compile is unavailable here: the eager rounding is used")
     x = torch.randn(1 << 16) * 50
+    x[:4] = torch.tensor([math.nan, -math.nan, math.inf, -math.inf])
     for name in ("fp8_e4m3", "fp8_e5m2", "fp6_e3m2", "fp6_e2m3", "fp4_e2m1", "e3m4", "e1m2"):
         f = as_saturating(parse_format(name))
         exact = f.round(x.double()).float()  # float64 input: the eager path
-        assert torch.equal(fast(x, f.m, f.min_normal_exp, f.max_value), exact), name
-        assert torch.equal(f.round(x), exact), name  # what the quantizer calls on a large tensor
+        same = lambda a, b: torch.equal(a.view(torch.int32), b.view(torch.int32)) or (  # noqa: E731
+            torch.equal(torch.isnan(a), torch.isnan(b)) and torch.equal(a[~a.isnan()], b[~b.isnan()]))
+        assert same(fast(x, f.m, f.min_normal_exp, f.max_value, f.nan == "none"), exact), name
+        assert same(f.round(x), exact), name  # what the quantizer calls on a large tensor
 
 
 def test_int_neighbours_are_equal_on_the_grid():
@@ -511,3 +514,77 @@ def test_a_saved_quantized_model_loads_back_to_the_same_outputs(tmp_path, cfg):
         assert torch.equal(loaded(x), qmodel(x))
         calibrated_elsewhere, _ = quantize(model, cfg, x * 0.5, progress=False)
         assert not torch.equal(calibrated_elsewhere(x), qmodel(x))  # the activation scales make the difference
+
+
+class Fork(nn.Module):
+    """One tensor, two quantized consumers (c1, c2) and a residual add: what share_input_quantizers rewires."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c0, self.c1, self.c2 = (nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1),
+                                     nn.Conv2d(8, 8, 1))
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        y = torch.relu(self.c0(x))
+        return self.fc((self.c1(y) + self.c2(y) + y).mean((2, 3)))
+
+
+@pytest.mark.parametrize("acts", ["int8", "fp8_e4m3"])
+def test_a_tensor_with_two_quantized_consumers_is_quantized_once(acts):
+    torch.manual_seed(0)
+    model, x = Fork().eval(), torch.rand(64, 3, 8, 8)
+    qm, _ = quantize(model, QuantConfig(activations=acts, quantize_residuals=True), x, progress=False)  # minifloats
+    # used to fail here: the tracer stepped into the moved quantizer's rounding, which branches on its tensor
+    calls = [n for n in qm.graph.nodes if n.op == "call_module" and str(n.target).startswith("input_quant")]
+    assert len(calls) == 1 and not str(calls[0].args[0].target).startswith("input_quant")  # Q(x), never Q(Q(x))
+    assert qm.c1.input_prequantized and qm.c2.input_prequantized  # both read the one shared quantized tensor
+    with torch.no_grad():
+        assert float((qm(x) - model(x)).abs().max()) < 0.1 * float(model(x).abs().max())
+
+
+def test_unsigned_activations_take_a_zero_point_for_signed_inputs():
+    from datafree.quant.quantizer import ActObserver
+
+    obs = ActObserver()
+    obs.update(torch.linspace(-1, 2, 1000))
+    fmt, s, z = activation_params(obs, QuantSpec(parse_format("uint8"), observer="minmax"))
+    assert fmt == IntFormat(8, signed=False, symmetric=False) and z is not None
+    x = torch.linspace(-1, 2, 101)
+    assert float((qdq(x, fmt, s, z) - x).abs().max()) <= float(s) / 2 + 1e-6  # negatives kept, not clipped at 0
+
+
+@pytest.mark.parametrize("algo,opt,needle", [
+    ("gptq", {"block_size": 0}, "block_size >= 1"), ("gptq", {"damp": -1.0}, "damp >= 0"),
+    ("bias_correction", {"batch_size": 0}, "batch_size >= 1"), ("adaround", {"iters": 0}, "iters >= 1"),
+    ("adaround", {"batch": 0}, "batch >= 1"), ("adaround", {"beta": 5}, "adaround beta"),
+    ("adaround", {"mode": "foo"}, "layer or block"), ("cle", {"iterations": -1}, "iterations >= 1"),
+    ("smoothquant", {"alpha": -3.0}, "in [0, 1]")])
+def test_algorithm_options_out_of_range_are_refused_before_calibration(algo, opt, needle):
+    with pytest.raises(DatafreeError, match=needle.replace("[", r"\[").replace("]", r"\]")):
+        QuantConfig(algorithms=[algo], options={algo: opt}).check()
+
+
+def test_formats_float32_cannot_hold_are_refused():
+    for name, needle in (("e9m40", "at most 16 bits"), ("e8m7", "exponent range"), ("e4m3b-200", "exponent range")):
+        with pytest.raises(DatafreeError, match=needle):
+            parse_format(name)
+    assert parse_format("e5m10").bits == 16
+
+
+def test_onnx_incompatible_settings_and_a_finished_run_are_refused_before_calibration(tmp_path):
+    teacher, _, x = _tiny_setup()
+    for opts, needle in (({"weights": "int4"}, "int8 weights"), ({"activations": "fp8_e4m3"}, "8-bit integer"),
+                         ({"w_granularity": "group"}, "per group"), ({"activations": None}, "not float")):
+        with pytest.raises(DatafreeError, match=needle):
+            datafree.quantize(teacher, QuantConfig(**opts), calib=x, input_shape=(3, 8, 8), num_classes=4,
+                              onnx=True, out=str(tmp_path / "o"), progress=False)
+        assert not (tmp_path / "o" / "calib.safetensors").exists()
+    datafree.quantize(teacher, calib=x, input_shape=(3, 8, 8), num_classes=4, out=str(tmp_path / "q"), progress=False)
+    report = (tmp_path / "q" / "report.md").read_text()
+    assert "the first and last layers: 0 int8 x uint8" in report and "widens them, never narrows" in report
+    before = (tmp_path / "q" / "calib.safetensors").read_bytes()
+    with pytest.raises(DatafreeError, match="holds a finished quantize run"):
+        datafree.quantize(teacher, calib=x[:16], input_shape=(3, 8, 8), num_classes=4, out=str(tmp_path / "q"),
+                          progress=False)
+    assert (tmp_path / "q" / "calib.safetensors").read_bytes() == before  # the finished run is untouched

@@ -222,12 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--granularity", choices=["tensor", "channel", "group"], default="channel",
                    help="weight scales (default: per output channel)")
     q.add_argument("--group-size", type=_pos, default=32,
-                   help="input channels per scale with --granularity group (default 32)")
+                   help="weights per scale with --granularity group: consecutive entries of each output "
+                        "channel's flattened C*kh*kw fan-in (default 32)")
     q.add_argument("--observer", choices=["minmax", "percentile", "mse"], default="mse",
                    help="how scales are chosen from the calibration statistics (default mse)")
     q.add_argument("--scale-type", choices=["float", "po2"], default="float", help="float or power-of-two scales")
     q.add_argument("--edge-bits", type=_nonneg, choices=[0, *range(2, 9)], metavar="{0,2..8}", default=8,
-                   help="bits of the first and last layer (0: as the rest)")
+                   help="the first and last layers are widened to at least this many bits, never narrowed "
+                        "(same family: int8, fp8_e4m3; default 8; 0: as the rest)")
     q.add_argument("--quantize-residuals", action="store_true",
                    help="also quantize residual-add inputs (integer-only inference; on with --onnx)")
     _calib_args(q)
@@ -281,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("sweep", help="accuracy vs FPGA MAC cost over weight x activation formats x algorithms",
                        description="Quantize the model with every weight/activation format pair (3-8 bits, integer "
                        "and minifloat splits) and algorithm set, evaluate it, and plot accuracy against the LUTs of "
-                       "one MAC (from the committed Yosys table). Writes sweep.csv, pareto.png, config.yaml and "
+                       "one MAC (from the committed Yosys table); the first and last layers stay at 8 bits or more, as "
+                       "quantize's default --edge-bits 8 keeps them. Writes sweep.csv, pareto.png, config.yaml and "
                        "report.md in --out; a rerun into it with more formats or algorithms adds their points.")
     w.add_argument("--model", required=True, help=MODEL_HELP)
     w.add_argument("--weights", required=True, help="model weights (.safetensors or a torch state_dict)")

@@ -92,6 +92,19 @@ class QuantConfig:
                                 f"(selected: {', '.join(chosen) or 'none'}); add it to --algo or drop its options")
         self.specs()
 
+    def check_onnx(self) -> None:
+        """INT8 ONNX export (``--onnx``) takes int8 weights per channel or per tensor and 8-bit integer activations,
+        in every layer (the widened first and last included): refused before calibration, not after it."""
+        w, a, edge = self.specs()
+        for where, (ws, as_) in (("", (w, a)), (" in the first/last layers (--edge-bits)", edge or (w, a))):
+            wf, af = as_saturating(ws.fmt), as_.fmt if as_ is not None else None
+            if not (isinstance(wf, IntFormat) and wf.bits == 8 and wf.symmetric) or ws.granularity == "group":
+                raise DatafreeError(f"INT8 ONNX export needs int8 weights per channel or per tensor, not {wf.name} "
+                                    f"per {ws.granularity}{where}: quantize with --w int8, or drop --onnx")
+            if not (isinstance(af, IntFormat) and af.bits == 8):
+                raise DatafreeError(f"INT8 ONNX export needs 8-bit integer activations, not "
+                                    f"{af.name if af else 'float'}{where}: quantize with --a int8, or drop --onnx")
+
     def algorithm_config(self, name: str):
         opts = {k2: v for k, o in self.options.items() if canonical_algorithm(k) == name for k2, v in o.items()}
         return make_strategy_config(ALGORITHMS, "quantization algorithm", name, opts)

@@ -41,6 +41,20 @@ class AdaRoundConfig:
     batch: int = 32
     mode: str = "layer"  # layer | block
 
+    def __post_init__(self) -> None:  # a bad value fails before calibration, not as a crash or a silent no-op
+        beta = self.beta
+        if not (isinstance(beta, (tuple, list)) and len(beta) == 2 and all(isinstance(b, (int, float)) for b in beta)
+                and beta[0] >= beta[1] > 0):
+            raise DatafreeError(f"adaround beta must be two numbers start >= end > 0 (the annealed exponent of "
+                                f"the rounding regulariser, (20, 2)), got {beta!r}")
+        self.beta = (float(beta[0]), float(beta[1]))
+        if self.iters < 1 or self.batch < 1 or self.lr <= 0 or self.reg < 0 or not 0 <= self.warmup < 1:
+            raise DatafreeError(f"adaround needs iters >= 1, batch >= 1, lr > 0, reg >= 0 and 0 <= warmup < 1, got "
+                                f"iters={self.iters} batch={self.batch} lr={self.lr} reg={self.reg} "
+                                f"warmup={self.warmup}")
+        if self.mode not in ("layer", "block"):
+            raise DatafreeError(f"adaround mode must be layer or block, got '{self.mode}'")
+
 
 class _Rounding:
     """The learnable rounding of one layer's weight."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from datafree.errors import DatafreeError
 from datafree.quant.calib import float_mode, stream
 from datafree.quant.graph import quant_layers
 
@@ -22,6 +23,10 @@ from datafree.quant.graph import quant_layers
 @dataclass
 class BiasCorrectionConfig:
     batch_size: int = 128
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise DatafreeError(f"bias_correction needs batch_size >= 1, got {self.batch_size}")
 
 
 @torch.no_grad()

@@ -120,7 +120,7 @@ def synthetic_calibration(model: nn.Module, input_shape: tuple[int, ...], num_cl
     inv = TeacherInverter(teacher, num_classes, mean, std, 0.0, bf16="auto", channels_last=False)
     if classes is not None:
         inv.target_classes = torch.tensor(sorted(set(classes)))
-    pcfg = PixelConfig(batch_size=batch_size, iterations=iterations, adv=0.0, oh=oh)
+    pcfg = PixelConfig(batch_size=min(batch_size, n), iterations=iterations, adv=0.0, oh=oh)  # 16 asked: 16 made
     synth = PixelSynthesizer(pcfg, inv, input_shape)
     bar = Progress("calibration data", progress)
     out = []

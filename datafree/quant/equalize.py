@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from datafree.errors import DatafreeError
 from datafree.quant.graph import equalizable_pairs, quant_layers
 
 
@@ -23,6 +24,11 @@ from datafree.quant.graph import equalizable_pairs, quant_layers
 class CLEConfig:
     iterations: int = 20
     tol: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.iterations < 1 or self.tol < 0:
+            raise DatafreeError(f"cle needs iterations >= 1 and tol >= 0, got iterations={self.iterations} "
+                                f"tol={self.tol}")
 
 
 def _out_range(w: torch.Tensor) -> torch.Tensor:

@@ -83,6 +83,11 @@ class MinifloatFormat:
     def __post_init__(self) -> None:
         if self.e < 1 or self.m < 0:
             raise DatafreeError(f"a minifloat needs e >= 1 and m >= 0, got e={self.e} m={self.m}")
+        if self.e > 8 or self.m > 23 or self.bits > 16:  # rounding runs in float32: its range and precision
+            raise DatafreeError(f"minifloats have at most 16 bits, 8 exponent and 23 mantissa bits, got "
+                                f"e{self.e}m{self.m}")
+        if not (-126 <= 1 - self.exp_bias and self.max_exp <= 127):
+            raise DatafreeError(f"e{self.e}m{self.m} with bias {self.exp_bias} leaves float32's exponent range")
         if self.nan not in ("ieee", "fn", "fnuz", "none"):
             raise DatafreeError(f"minifloat nan mode must be ieee, fn, fnuz or none, got '{self.nan}'")
         if self.nan == "ieee" and self.e < 2:
@@ -137,7 +142,7 @@ class MinifloatFormat:
                 # one grad mode and the format's constants as 0-d tensors: one graph for every format
                 # (a grad-mode switch or a new Python constant would recompile until dynamo gives up)
                 with torch.no_grad():
-                    return fast(x, *_consts(self.m, self.min_normal_exp, self.max_value))
+                    return fast(x, *_consts(self.m, self.min_normal_exp, self.max_value, self.nan == "none"))
         # exact in float32 too: steps are powers of two, so x / step and round(.) * step lose nothing
         xd = x if x.dtype in (torch.float32, torch.float64) else x.float()
         a = xd.abs()
@@ -157,8 +162,9 @@ class MinifloatFormat:
         q = torch.copysign(q, xd)
         if self.nan == "fnuz":  # no negative zero
             q = torch.where(q == 0, torch.zeros_like(q), q)
-        # NaN in: NaN out; the MX formats have no NaN code and ml_dtypes maps it to -0
-        q = torch.where(torch.isnan(xd), torch.full_like(q, -0.0 if self.nan == "none" else math.nan), q)
+        # NaN in: NaN out; the MX formats have no NaN code and ml_dtypes maps it to a zero of the other sign
+        q = torch.where(torch.isnan(xd), torch.copysign(torch.zeros_like(q), -xd) if self.nan == "none" else
+                        torch.full_like(q, math.nan), q)
         if self.nan != "ieee":  # an infinite input has no code: NaN, or the largest value when saturating
             fill = big if (self.saturating or self.nan == "none") else math.nan
             q = torch.where(torch.isinf(xd), torch.copysign(torch.full_like(q, fill), xd), q)
@@ -192,17 +198,21 @@ Format = IntFormat | MinifloatFormat
 FAST_MIN_NUMEL = 1 << 16  # smaller tensors (weights, tests) stay eager: compiling would cost more than it saves
 
 
-def _consts(m: int, min_exp: int, big: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return torch.tensor(float(m)), torch.tensor(float(min_exp)), torch.tensor(float(big))
+def _consts(m: int, min_exp: int, big: float, nan_zero: bool) -> tuple[torch.Tensor, ...]:
+    return torch.tensor(float(m)), torch.tensor(float(min_exp)), torch.tensor(float(big)), torch.tensor(float(nan_zero))
 
 
-def _round_core(x: torch.Tensor, m: torch.Tensor, min_exp: torch.Tensor, big: torch.Tensor) -> torch.Tensor:
-    """Saturating minifloat rounding with subnormals, finite inputs: MinifloatFormat.round's arithmetic
-    (the constants are float32 0-d tensors; every value involved is exact in float32)."""
+def _round_core(x: torch.Tensor, m: torch.Tensor, min_exp: torch.Tensor, big: torch.Tensor,
+                nan_zero: torch.Tensor) -> torch.Tensor:
+    """Saturating minifloat rounding with subnormals: MinifloatFormat.round's arithmetic (the constants are
+    float32 0-d tensors; every value involved is exact in float32).  An infinity saturates; a NaN stays NaN,
+    or where the format has no NaN code (``nan_zero`` 1, the MX formats) becomes ml_dtypes' zero of the
+    other sign."""
     a = x.abs()
     _, ex = torch.frexp(a)
     step = torch.exp2(torch.clamp(ex.to(a.dtype) - 1, min=min_exp) - m)
-    return torch.copysign(torch.clamp(torch.round(a / step) * step, max=big), x)
+    q = torch.copysign(torch.clamp(torch.round(a / step) * step, max=big), x)
+    return torch.where(torch.isnan(x) & (nan_zero > 0), torch.copysign(torch.zeros_like(x), -x), q)
 
 
 @functools.cache
@@ -211,7 +221,7 @@ def _fast_round():
 
     def warmup(fn):
         with torch.no_grad():
-            fn(torch.linspace(-3, 3, 1 << 16), *_consts(3, -6, 448.0))
+            fn(torch.linspace(-3, 3, 1 << 16), *_consts(3, -6, 448.0, False))
 
     return compile_or_none(_round_core, warmup)
 

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from datafree.errors import DatafreeError
 from datafree.quant.calib import capture
 from datafree.quant.formats import as_saturating
 from datafree.quant.graph import blocks, quant_layers
@@ -39,6 +40,11 @@ class GPTQConfig:
     block_size: int = 128
     batch_size: int = 128
     keep_zeros: bool = True  # weights that are exactly zero stay zero (a pruned model keeps its sparsity)
+
+    def __post_init__(self) -> None:
+        if self.damp < 0 or self.block_size < 1 or self.batch_size < 1:
+            raise DatafreeError(f"gptq needs damp >= 0, block_size >= 1 and batch_size >= 1, got damp={self.damp} "
+                                f"block_size={self.block_size} batch_size={self.batch_size}")
 
 
 def _columns(layer: QuantLayer, x: torch.Tensor) -> torch.Tensor:

@@ -102,12 +102,17 @@ def quantize(model: nn.Module | str, config=None, calib=None, *, weights: str | 
     if config is not None and options:
         cfg = dataclasses.replace(config, **options)
     cfg.check()  # a bad algorithm, option or format fails before minutes of calibration
+    if onnx:
+        cfg.check_onnx()
     model = as_model(model, weights, num_classes).eval()
     meta = model_meta(model, input_shape, num_classes, mean, std)
     check_model(model, meta, "model")
     run = RunDir(out) if out else None
     if run:
         run.expect("quantize")
+        if run.file("report.json").is_file():  # a rerun would replace its files one by one, or leave them mixed
+            raise DatafreeError(f"'{run.path}' holds a finished quantize run; choose another --out (its "
+                                "calib.safetensors can be reused there with --calib)")
     ex, ey = eval_tensors(eval_data, meta)  # bad held-out data fails before minutes of calibration
     t0 = time.time()
     x, calib_desc = calibration_data(calib, model, meta, calib_samples, seed, progress)
@@ -259,6 +264,8 @@ def sweep(model: nn.Module | str, *, weights: str | None = None, eval_data=None,
         f"held-out data (the accuracy axis): {data_label(eval_data)}, its first {len(ex):,} images",
         f"{len(rows)} points: weights x activations x algorithms ({', '.join(cfg['sweep']['algorithms'])}); "
         "cost: LUTs of one MAC of the format pair (Yosys, datafree/hw/mac_costs.csv); all points in sweep.csv",
+        "every point keeps the first and last layers at 8 bits or more (quantize's default --edge-bits 8, widened in "
+        "the same family), as deployments do; the cost is the MAC of the other layers",
         "Pareto front (no point both cheaper and more accurate): " + "; ".join(
             f"W {r['weights']} / A {r['activations']} {r['algorithms']}: {100 * float(r['accuracy']):.2f} % at "
             f"{float(r['luts']):.0f} LUTs" for r in front)], ["pareto.png"])

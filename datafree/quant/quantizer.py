@@ -134,6 +134,9 @@ def activation_params(obs: ActObserver, spec: QuantSpec) -> tuple[Format, torch.
     fmt = as_saturating(spec.fmt)
     if isinstance(fmt, IntFormat) and fmt.signed and fmt.symmetric and obs.lo >= 0:
         fmt = IntFormat(fmt.bits, signed=False)  # non-negative input: the unsigned grid has twice the steps
+    if isinstance(fmt, IntFormat) and not fmt.signed and fmt.symmetric and obs.lo < 0:
+        fmt = IntFormat(fmt.bits, signed=False, symmetric=False)  # signed input on an unsigned grid: a zero-point
+        # (as ONNX's uint8 has), not a clip of every negative value at 0
     v = obs.values()
     if isinstance(fmt, IntFormat) and not fmt.symmetric:  # affine: [lo, hi] -> [qmin, qmax]
         lo, hi = (min(obs.lo, 0.0), max(obs.hi, 0.0))

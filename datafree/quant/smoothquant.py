@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from datafree.errors import DatafreeError
 from datafree.quant.calib import float_mode, run
 from datafree.quant.equalize import _in_range
 from datafree.quant.graph import equalizable_pairs, quant_layers
@@ -25,6 +26,10 @@ from datafree.quant.graph import equalizable_pairs, quant_layers
 @dataclass
 class SmoothQuantConfig:
     alpha: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise DatafreeError(f"smoothquant alpha (the migration strength) must be in [0, 1], got {self.alpha}")
 
 
 @torch.no_grad()
