@@ -588,3 +588,19 @@ def test_onnx_incompatible_settings_and_a_finished_run_are_refused_before_calibr
         datafree.quantize(teacher, calib=x[:16], input_shape=(3, 8, 8), num_classes=4, out=str(tmp_path / "q"),
                           progress=False)
     assert (tmp_path / "q" / "calib.safetensors").read_bytes() == before  # the finished run is untouched
+
+
+def test_a_model_fx_cannot_trace_is_refused_before_calibration(tmp_path):
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c = nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            y = self.c(x)
+            return (y if float(y.mean()) > 0 else -y).mean((2, 3))  # data-dependent control flow
+
+    with pytest.raises(DatafreeError, match="cannot trace the model"):
+        datafree.quantize(Branchy(), calib="synthetic", input_shape=(3, 8, 8), num_classes=4, out=str(tmp_path / "b"),
+                          progress=False)
+    assert not (tmp_path / "b" / "calib.safetensors").exists()

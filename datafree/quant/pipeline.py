@@ -18,6 +18,7 @@ from datafree.errors import DatafreeError
 from datafree.evaluate import eval_tensors, evaluate
 from datafree.machine import machine_info
 from datafree.models import ModelMeta, as_model, check_model, model_meta, sha256_file
+from datafree.quant.graph import trace
 from datafree.run import RunDir, config_difference
 
 # settings a sweep may change between sittings of one directory: they add points, not change the old ones
@@ -107,6 +108,7 @@ def quantize(model: nn.Module | str, config=None, calib=None, *, weights: str | 
     model = as_model(model, weights, num_classes).eval()
     meta = model_meta(model, input_shape, num_classes, mean, std)
     check_model(model, meta, "model")
+    trace(model)  # a model torch.fx cannot trace fails here, not after minutes of synthetic calibration
     run = RunDir(out) if out else None
     if run:
         run.expect("quantize")
@@ -208,6 +210,7 @@ def sweep(model: nn.Module | str, *, weights: str | None = None, eval_data=None,
     model = as_model(model, weights, num_classes).eval()
     meta = model_meta(model, input_shape, num_classes, mean, std)
     check_model(model, meta, "model")
+    trace(model)  # as in quantize: an untraceable model fails before calibration
     run = RunDir(out)
     run.expect("sweep")  # another command's run directory is refused before anything is computed or written
     algos = [("+".join(a) or "rtn") for a in (algorithms or [[]])]
