@@ -10,12 +10,16 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from pathlib import Path
 
 from datafree.api import distill, train
+from datafree.config import load_yaml
 from datafree.data import load_mnist5k
+from datafree.errors import DatafreeError
 from datafree.io.atomic import ensure_writable_dir
 from datafree.io.budget import Budget
 from datafree.models import create_model, load_weights
+from datafree.run import KINDS
 
 # digits: no mirror augmentation; a generator a quarter as wide as the CIFAR default (ngf 16, not 64): at 64 its
 # two convolutions were ~90 % of the demo's time, 6 rounds in 240 s against 32 at 16 (benchmarks/demo_generator.py,
@@ -25,8 +29,31 @@ DEMO_DISTILL = dict(batch_size=256, kd_steps=50, synth_every=5, lr=0.1, flip=Fal
 DEMO_SYNTH = dict(batch_size=128, ngf=16)
 
 
+def _check_demo_dir(out_dir: Path) -> None:
+    """A demo reruns only into an empty directory or an earlier demo's: it replaces ``student/``, so a folder that
+    is not its own distill run, or another command's run, is refused rather than deleted or written into."""
+    def kind(d: Path) -> str | None:  # the command whose run directory d is (None: not a run directory)
+        if not (d / "config.yaml").is_file():
+            return None
+        cfg = load_yaml((d / "config.yaml").read_text()) or {}
+        return next((k for k in KINDS if k in cfg), "another")
+
+    if kind(out_dir):
+        raise DatafreeError(f"'{out_dir}' holds a {kind(out_dir)} run, not a demo; choose another --out")
+    rep = out_dir / "report.json"
+    if rep.is_file() and "data_used_by_distiller" not in rep.read_text():
+        raise DatafreeError(f"'{out_dir}' holds a report.json that is not a demo's; choose another --out")
+    for sub, want in (("student", "distill"), ("teacher", "train")):
+        d = out_dir / sub
+        if d.exists() and kind(d) != want:
+            raise DatafreeError(f"'{d}' exists and is not the demo's {want} run (the demo would replace it); choose "
+                                "another --out")
+
+
 def run_demo(out: str = "runs/demo", budget: str = "240s", seed: int = 0, progress: bool = True) -> dict:
     Budget.parse(budget)  # a bad budget fails now, not after the teacher's training
+    if Path(out).is_dir():
+        _check_demo_dir(Path(out))
     out_dir = ensure_writable_dir(out)
     t0 = time.time()
     test = load_mnist5k("test")

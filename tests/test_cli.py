@@ -258,3 +258,15 @@ def test_a_refused_command_leaves_no_empty_out_directory(capsys, tmp_path):
     (keep / "notes.txt").write_text("x")
     code, err = run_main(capsys, *common, str(keep / "q"))
     assert code != 0 and (keep / "notes.txt").read_text() == "x" and not (keep / "q").exists()
+
+
+def test_demo_refuses_a_directory_that_is_not_its_own(capsys, tmp_path):
+    (tmp_path / "proj" / "student").mkdir(parents=True)
+    (tmp_path / "proj" / "student" / "notes.txt").write_text("precious")
+    code, err = run_main(capsys, "demo", "--budget", "5s", "--out", str(tmp_path / "proj"))
+    assert_one_line_error(code, err, "is not the demo's distill run")
+    assert (tmp_path / "proj" / "student" / "notes.txt").read_text() == "precious"  # not deleted
+    code, _ = run_main(capsys, *_distill(tmp_path))  # a finished distill run is not the demo's either
+    assert code == 0
+    code, err = run_main(capsys, "demo", "--budget", "5s", "--out", str(tmp_path / "run"))
+    assert_one_line_error(code, err, "holds a distill run, not a demo")
