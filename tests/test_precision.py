@@ -45,3 +45,17 @@ def test_the_engine_resolves_auto_and_records_the_precision_it_ran(monkeypatch):
         assert eng.resolved_config()["distill"]["bf16"] is fast
     eng = Distiller(trained_tiny_teacher(), tiny_cnn(), meta, DistillConfig(rounds=1, bf16=False), progress=False)
     assert eng.bf16 is False
+
+
+def test_deterministic_runs_keep_the_bn_statistics_term_eager():
+    # a resumed process engaged the compiled term afresh and its numerics differed from the uninterrupted run's
+    from datafree.distill.engine import DistillConfig, Distiller
+    from datafree.models import ModelMeta
+    from tests.tiny import tiny_cnn, trained_tiny_teacher
+
+    meta = ModelMeta((3, 8, 8), 4)
+    cfg = DistillConfig(rounds=1, deterministic=True)
+    det = Distiller(trained_tiny_teacher(), tiny_cnn(), meta, cfg, progress=False)
+    assert not det.inverter.hooks[0].fusing.allowed
+    eng = Distiller(trained_tiny_teacher(), tiny_cnn(), meta, DistillConfig(rounds=1), progress=False)
+    assert eng.inverter.hooks[0].fusing.allowed

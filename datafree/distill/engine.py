@@ -133,9 +133,11 @@ class Distiller:
         methods = method_configs(cfg, guided=guide_data is not None)
         self.synth_cfg, self.replay_cfg = methods["synthesizer"], methods["replay"]
         self.guide_cfg = methods.get("guide")
+        # --deterministic keeps the BN-statistics term eager: a resumed process engages the torch.compile'd one
+        # afresh, and its kernels did not repeat the uninterrupted run's numerics (kill -9 + resume: other weights)
         self.inverter = TeacherInverter(teacher, meta.num_classes, meta.mean, meta.std,
                                         getattr(self.synth_cfg, "bn_momentum", 0.0), self.bf16,
-                                        cfg.channels_last)
+                                        cfg.channels_last, fused=not cfg.deterministic)
         self.synthesizer = build_synthesizer(cfg.synthesizer, self.synth_cfg, self.inverter, meta.input_shape)
         per_round = math.ceil(cfg.kd_steps / cfg.synth_every) * getattr(self.synth_cfg, "batch_size", 64)
         self.window = cfg.novel_window or per_round
