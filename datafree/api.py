@@ -25,8 +25,10 @@ from datafree.report import write_report
 from datafree.run import RunDir
 
 # what a resumed distillation may change: how long it runs, what it reports on, and speed settings
+# what a resumed run may change: the budget, speed settings, held-out data, and the learning rate (the way on after a
+# NaN loss stopped a run: the cosine schedule is recomputed from it every step)
 RESUME_FREE = frozenset({"distill.budget", "distill.rounds", "distill.bf16", "distill.channels_last",
-                         "distill.deterministic", "eval_data"})
+                         "distill.deterministic", "distill.lr", "eval_data"})
 
 
 def _params(m: nn.Module) -> int:
@@ -50,7 +52,10 @@ def distill(teacher: nn.Module | str, student: nn.Module | str, input_shape=None
     ``eval_data`` (npz path, ImageSet or (x, y) in the input space) is for reporting only.
     """
     torch.manual_seed(seed)  # zoo students are initialised under the run's seed
-    teacher = as_model(teacher, teacher_weights, num_classes)
+    name, teacher = teacher, as_model(teacher, teacher_weights, num_classes)  # an unknown name fails here first
+    if isinstance(name, str) and not teacher_weights and not name.split(":", 1)[0].endswith(".py"):
+        raise DatafreeError(f"the teacher '{name}' would have random weights: pass its trained ones with "
+                            "--teacher-weights (teacher_weights=)")  # a factory file may load its own
     meta = model_meta(teacher, input_shape, num_classes, mean, std)
     student = as_model(student, None, meta.num_classes)
     smeta = getattr(student, "datafree_meta", None)

@@ -156,7 +156,7 @@ def test_sweep_bit_lists_parse():
     assert _bits("3-8") == (3, 4, 5, 6, 7, 8) and _bits("4,6,8") == (4, 6, 8) and _exps("1-3") == (1, 2, 3)
     a = build_parser().parse_args(["sweep", "--model", "m", "--weights", "w", "--eval-data", "d", "--out", "o"])
     assert a.w_bits == (3, 4, 5, 6, 7, 8) and a.a_bits == (4, 6, 8)  # the defaults go through the same parser
-    for bad in ("8-3", "abc", "9", "1"):
+    for bad in ("8-3", "abc", "9", "1", "2", "2-8"):
         with pytest.raises(__import__("argparse").ArgumentTypeError):
             _bits(bad)
 
@@ -175,8 +175,8 @@ def test_a_run_directory_is_neither_overwritten_nor_resumed_with_other_settings(
     config, metrics = (run / "config.yaml").read_text(), (run / "metrics.jsonl").read_text()
     code, err = run_main(capsys, *_distill(tmp_path, *base))  # a fresh run into a finished one
     assert_one_line_error(code, err, "already holds a run; pass --resume")
-    code, err = run_main(capsys, *_distill(tmp_path, *base, "--resume", "--lr", "0.5"))
-    assert_one_line_error(code, err, "distill.lr: 0.05 then, 0.5 now")
+    code, err = run_main(capsys, *_distill(tmp_path, *base, "--resume", "--temperature", "2"))
+    assert_one_line_error(code, err, "distill.temperature: 20.0 then, 2.0 now")
     code, err = run_main(capsys, *_distill(tmp_path, *base, "--resume", "--synthesizer", "pixel"))
     assert_one_line_error(code, err, "was made with other settings")
     assert (run / "config.yaml").read_text() == config and (run / "metrics.jsonl").read_text() == metrics
@@ -270,3 +270,10 @@ def test_demo_refuses_a_directory_that_is_not_its_own(capsys, tmp_path):
     assert code == 0
     code, err = run_main(capsys, "demo", "--budget", "5s", "--out", str(tmp_path / "run"))
     assert_one_line_error(code, err, "holds a distill run, not a demo")
+
+
+def test_a_zoo_teacher_without_weights_is_refused(capsys, tmp_path):
+    code, err = run_main(capsys, "distill", "--teacher", "resnet56", "--student", "resnet20", "--rounds", "1",
+                         "--out", str(tmp_path / "o"))
+    assert_one_line_error(code, err, "would have random weights: pass its trained ones with --teacher-weights")
+    assert not (tmp_path / "o").exists()

@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Invert the teacher into synthetic images and distill the student on them. "
                        "No training image is used; --eval-data is only for reporting.", epilog=EPILOG)
     d.add_argument("--teacher", required=True, help=MODEL_HELP)
-    d.add_argument("--teacher-weights", help="teacher weights (.safetensors or a torch state_dict file)")
+    d.add_argument("--teacher-weights", help="the trained teacher's weights (.safetensors or a torch state_dict "
+                   "file); required unless the teacher is a path/to/file.py:factory that loads its own")
     d.add_argument("--student", required=True, help=MODEL_HELP)
     g = d.add_mutually_exclusive_group()
     g.add_argument("--budget", default="10m", help="method wall-clock budget, e.g. 90s, 15m, 1h30m (default 10m); "
@@ -321,8 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _bits(s: str, lo: int = 2, what: str = "bit widths") -> tuple[int, ...]:
-    """'3-8' or '4,6,8': bit widths between ``lo`` and 8."""
+def _bits(s: str, lo: int = 3, what: str = "bit widths") -> tuple[int, ...]:
+    """'3-8' or '4,6,8': bit widths between ``lo`` and 8 (the committed MAC table covers 3-8 bits)."""
     try:
         if "-" in s:
             first, last = s.split("-")
