@@ -19,6 +19,7 @@ from datafree.errors import DatafreeError
 from datafree.evaluate import eval_tensors, evaluate, evaluate_dataset  # noqa: F401  (evaluate_dataset: the API)
 from datafree.machine import cpu_model, machine_info  # noqa: F401  (cpu_model: for the benchmarks)
 from datafree.models import as_model, check_model, is_external, meta_record, model_meta
+from datafree.precision import resolve_bf16
 from datafree.prune.pipeline import PruneResult, prune  # noqa: F401  (the API of `datafree prune`)
 from datafree.quant.pipeline import QuantResult, export_report, quantize, sweep  # noqa: F401  (quantize, sweep)
 from datafree.report import write_report
@@ -100,7 +101,7 @@ def distill(teacher: nn.Module | str, student: nn.Module | str, input_shape=None
             "kind": "data-free distillation" if engine.guide is None else "distillation with guide samples",
             "data_used": _data_used(engine),
             "eval_data": data_label(eval_data), "budget": str(engine.budget),
-            "elapsed_s": res.summary["elapsed_s"], "wall_s": time.time() - t0, "machine": machine_info(),
+            "elapsed_s": res.summary["elapsed_s"], "wall_s": time.time() - t0, "machine": machine_info(engine.bf16),
             "teacher": {"arch": meta.name, "params": _params(teacher),
                         "accuracy": teacher_eval["accuracy"] if teacher_eval else None},
             "student": {"arch": getattr(smeta, "name", "custom"), "params": _params(res.student),
@@ -216,7 +217,8 @@ def condense(data, *, ipc: int = 10, budget: str | None = "25m", iterations: int
               "classes": len(syn.counts()), "source": str(data) if isinstance(data, (str, os.PathLike)) else None,
               "source_images": len(ds), "iterations": len(hist), "wall_s": time.time() - t0,
               "first_loss": hist[0]["loss"] if hist else None, "last_loss": hist[-1]["loss"] if hist else None,
-              "config": to_dict(cfg), "machine": machine_info(), "npz": str(run.file("condensed.npz"))}
+              "config": to_dict(cfg), "machine": machine_info(resolve_bf16(cfg.bf16)),
+              "npz": str(run.file("condensed.npz"))}
     run.save_json("report.json", report)
     write_markdown(run, f"datafree condense: {ipc} image(s) per class", [
         f"real labelled data condensed: **{data_label(data)}**, {len(ds):,} images ({per_class_counts(ds.y)})",

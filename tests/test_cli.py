@@ -277,3 +277,10 @@ def test_a_zoo_teacher_without_weights_is_refused(capsys, tmp_path):
                          "--out", str(tmp_path / "o"))
     assert_one_line_error(code, err, "would have random weights: pass its trained ones with --teacher-weights")
     assert not (tmp_path / "o").exists()
+
+
+def test_the_report_records_the_bf16_setting_the_run_used(capsys, tmp_path):
+    import json
+
+    assert run_main(capsys, *_distill(tmp_path, "--bf16", "off", "--kd-steps", "2"))[0] == 0
+    assert json.loads((tmp_path / "run" / "report.json").read_text())["machine"]["bf16_autocast"] is False
