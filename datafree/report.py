@@ -134,10 +134,14 @@ def write_report(run: RunDir, report: dict, history: list[dict], title: str) -> 
     ema = report.get("config", {}).get("distill", {}).get("ema")
     final = (f"of the EMA of the student's weights (decay {ema}), which is what was saved as student.safetensors"
              if ema else "of the final student, saved as student.safetensors")
-    lines += ["Accuracy is measured on the held-out data after every round, outside the method's clock "
-              f"(metrics.jsonl{bf16}); "
-              "nothing is selected by it.  `last` is the last of those evaluations, " + final
-              + (f"; re-evaluated in float32 it scores {100 * fp32:.2f} %." if fp32 is not None else "."), ""]
+    if any(r.get("accuracy") is not None for r in history):
+        lines += ["Accuracy is measured on the held-out data after every round, outside the method's clock "
+                  f"(metrics.jsonl{bf16}); "
+                  "nothing is selected by it.  `last` is the last of those evaluations, " + final
+                  + (f"; re-evaluated in float32 it scores {100 * fp32:.2f} %." if fp32 is not None else "."), ""]
+    else:
+        lines += ["No held-out data was given (--eval-data), so no accuracy was measured; the saved student is "
+                  + final.removeprefix("of ") + ".", ""]
     atomic_write_text(run.file("report.md"), "\n".join(lines))
 
 
@@ -242,7 +246,8 @@ def write_prune_report(run: RunDir, report: dict, history: list[dict]) -> None:
               f"+ block map ({st['compression']:.2f}x)",
               (f"- time: data {report['data_s']:.0f} s, pruning and fine-tuning {report.get('method_s', 0):.0f} s "
                f"(what --budget limits; all sessions of a resumed run); this session's wall-clock "
-               f"{report['prune_s']:.0f} s" + (", held-out evaluation included" if report.get("eval_data") else "")),
+               f"{report['prune_s']:.0f} s after the data" + (", held-out evaluation included"
+                                                             if report.get("eval_data") else "")),
               ""]
     if has_plot:
         lines += ["![accuracy and density per phase](pruning.png)", ""]

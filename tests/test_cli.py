@@ -284,3 +284,9 @@ def test_the_report_records_the_bf16_setting_the_run_used(capsys, tmp_path):
 
     assert run_main(capsys, *_distill(tmp_path, "--bf16", "off", "--kd-steps", "2"))[0] == 0
     assert json.loads((tmp_path / "run" / "report.json").read_text())["machine"]["bf16_autocast"] is False
+
+
+def test_a_report_without_held_out_data_says_no_accuracy_was_measured(capsys, tmp_path):
+    assert run_main(capsys, *_distill(tmp_path, "--kd-steps", "2"))[0] == 0
+    text = (tmp_path / "run" / "report.md").read_text()
+    assert "No held-out data was given" in text and "Accuracy is measured on the held-out data" not in text
