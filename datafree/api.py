@@ -151,6 +151,11 @@ def train(model: nn.Module | str, data, *, epochs: int = 10, out: str | None = N
     model = as_model(model, None, num_classes)
     ds = load_dataset(str(data)) if isinstance(data, (str, os.PathLike)) else data
     nc = num_classes or getattr(getattr(model, "datafree_meta", None), "num_classes", None) or int(ds.y.max()) + 1
+    zoo = getattr(model, "datafree_meta", None)
+    if zoo is not None and not is_external(zoo.name) and not input_shape and \
+            tuple(ds.x.shape[1:]) != tuple(zoo.input_shape):  # a zoo model's input shape is fixed: say so plainly
+        raise DatafreeError(f"training images have shape {tuple(ds.x.shape[1:])} but {zoo.name} takes "
+                            f"{tuple(zoo.input_shape)}: choose a model for this data (`datafree models`)")
     meta = model_meta(model, input_shape or tuple(ds.x.shape[1:]), nc, mean, std)
     if tuple(ds.x.shape[1:]) != tuple(meta.input_shape):
         raise DatafreeError(f"training images have shape {tuple(ds.x.shape[1:])} but the model takes "

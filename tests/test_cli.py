@@ -290,3 +290,12 @@ def test_a_report_without_held_out_data_says_no_accuracy_was_measured(capsys, tm
     assert run_main(capsys, *_distill(tmp_path, "--kd-steps", "2"))[0] == 0
     text = (tmp_path / "run" / "report.md").read_text()
     assert "No held-out data was given" in text and "Accuracy is measured on the held-out data" not in text
+
+
+def test_training_a_zoo_model_on_data_of_another_shape_names_both(capsys, tmp_path):
+    import numpy as np
+
+    np.savez(tmp_path / "digits.npz", x=np.zeros((8, 28, 28, 1), np.uint8), y=np.arange(8) % 4)
+    code, err = run_main(capsys, "train", "--model", "resnet20", "--data", str(tmp_path / "digits.npz"), "--epochs",
+                         "1", "--out", str(tmp_path / "t"))
+    assert_one_line_error(code, err, "training images have shape (1, 28, 28) but resnet20 takes (3, 32, 32)")
