@@ -145,3 +145,14 @@ def test_supervised_training_learns_mnist5k(tmp_path):
                        progress=False, flip=False, lr=0.05)
     assert r["accuracy"] > 0.8
     assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "report.json").is_file()
+
+
+def test_a_round_budget_bar_moves_through_the_warm_up_and_never_goes_back():
+    eng = _engine(rounds=4, kd_steps=4, synth_every=2, warmup=0.5)
+    seen = []
+    eng.progress.update = lambda fraction, *a, **k: seen.append((fraction, a[1] if len(a) > 1 else k.get("info")))
+    eng.run_loop()
+    warm = [f for f, info in seen if info == "warm-up: synthesis only"]
+    assert len(warm) == 4 and warm[0] > 0  # ceil(0.5 * 4 rounds * 4 steps / 2) calls, each moves the bar
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0

@@ -252,6 +252,15 @@ class Distiller:
         for e, b in zip(self.ema.buffers(), self.student.buffers()):
             e.lerp_(b, 1.0 - d) if e.is_floating_point() else e.copy_(b)
 
+    def _bar(self, p: float) -> float:
+        """What the progress bar shows for budget progress p: with a round budget the warm-up's synthesis calls
+        come first and count too (a share warmup / (1 + warmup) of the work), so the bar moves and its ETA holds
+        from the first call on; with a wall-clock budget, p itself (it includes the warm-up's time)."""
+        if self.budget.rounds is None or self.synth_off:
+            return p
+        w = self.cfg.warmup / (1 + self.cfg.warmup)
+        return w + (1 - w) * p
+
     def _progress(self, step: int) -> float:
         """Budget progress in [0, 1] at KD step ``step`` of the current round (drives the schedule)."""
         if self.budget.rounds is not None:
@@ -274,7 +283,7 @@ class Distiller:
             self.t_kd += time.perf_counter() - t0
             self.n_kd += cfg.batch_size
             p = self._progress(step + 1)
-            self.progress.update(p, self.clock.elapsed, f"round {self.round} kd {np.mean(losses):.3f}")
+            self.progress.update(self._bar(p), self.clock.elapsed, f"round {self.round} kd {np.mean(losses):.3f}")
             if self.budget.rounds is None and p >= 1.0:  # wall-clock budget spent mid-round
                 break
         row = {"round": self.round, "elapsed_s": round(self.clock.elapsed, 2), "kd_loss": float(np.mean(losses)),
@@ -344,8 +353,10 @@ class Distiller:
             return
         if self.budget.rounds is not None:
             calls = math.ceil(self.cfg.warmup * self.budget.rounds * self.cfg.kd_steps / self.cfg.synth_every)
-            for _ in range(calls):
+            w = self._bar(0.0)
+            for i in range(calls):
                 self._synthesize({})
+                self.progress.update(w * (i + 1) / calls, self.clock.elapsed, "warm-up: synthesis only")
             return
         self._synthesize({})  # at least one batch, so the pool is never empty
         while self.clock.elapsed < self.cfg.warmup * self.budget.seconds:
@@ -394,8 +405,8 @@ class Distiller:
             info = f"round {self.round} kd {row['kd_loss']:.3f}"
             if row.get("accuracy") is not None:
                 info += f" acc {row['accuracy']:.4f}"
-            self.progress.update(self.budget.progress(self.clock.elapsed, self.round), self.clock.elapsed, info,
-                                 force=True)
+            self.progress.update(self._bar(self.budget.progress(self.clock.elapsed, self.round)), self.clock.elapsed,
+                                 info, force=True)
             self.clock.start()
         self.clock.pause()
         self.progress.close()

@@ -189,7 +189,8 @@ def quantize(model: nn.Module, cfg: QuantConfig, calib: torch.Tensor, progress: 
         t = time.perf_counter()
         if progress:
             print(f"quantize: {name}", flush=True)
-        out = fn(*args) or {}
+        # the layer-by-layer methods (minutes on a CPU) show a bar with ETA of their own
+        out = (fn(*args, progress=progress) if name in ("adaround", "gptq") else fn(*args)) or {}
         info["steps"][name] = {**out, "seconds": round(time.perf_counter() - t, 2)}
 
     for name in ("cle", "smoothquant"):

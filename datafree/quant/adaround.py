@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from datafree.errors import DatafreeError
+from datafree.progress import Progress
 from datafree.quant.calib import capture, float_mode
 from datafree.quant.formats import as_saturating
 from datafree.quant.graph import blocks, quant_layers
@@ -111,9 +112,7 @@ def _unit_io(model: nn.Module, unit: nn.Module, calib: torch.Tensor) -> tuple[to
     return x_q, y
 
 
-def adaround(model: nn.Module, calib: torch.Tensor, cfg: AdaRoundConfig) -> dict:
-    if cfg.mode not in ("layer", "block"):
-        raise DatafreeError(f"adaround mode must be layer or block, got '{cfg.mode}'")
+def adaround(model: nn.Module, calib: torch.Tensor, cfg: AdaRoundConfig, progress: bool = False) -> dict:
     model.eval()
     layers = quant_layers(model)
     units: list[nn.Module] = []
@@ -131,7 +130,9 @@ def adaround(model: nn.Module, calib: torch.Tensor, cfg: AdaRoundConfig) -> dict
             seen_blocks.append(owner)
             units.append(owner)
     losses = []
-    for unit in units:
+    bar = Progress("adaround", progress)
+    for i, unit in enumerate(units):
+        bar.update(i / len(units), info=f"unit {i + 1} of {len(units)}", force=i == 0)
         x_q, y = _unit_io(model, unit, calib)
         inner = [unit] if isinstance(unit, QuantLayer) else [m for m in unit.modules() if isinstance(m, QuantLayer)]
         rounds = [_Rounding(m) for m in inner]
@@ -150,4 +151,6 @@ def adaround(model: nn.Module, calib: torch.Tensor, cfg: AdaRoundConfig) -> dict
                 m.weight_override = None
         for m, r in zip(inner, rounds):
             m.set_weight(r.hard())
+    bar.update(1.0, info=f"{len(units)} units", force=True)
+    bar.close()
     return {"adaround_units": len(units), "adaround_final_rec": sum(losses) / max(1, len(losses))}

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from datafree.errors import DatafreeError
+from datafree.progress import Progress
 from datafree.quant.calib import capture
 from datafree.quant.formats import as_saturating
 from datafree.quant.graph import blocks, quant_layers
@@ -105,14 +106,17 @@ def gptq_weight(w2: torch.Tensor, h: torch.Tensor, quant, damp: float = 0.01, ac
 
 
 @torch.no_grad()
-def gptq(model: nn.Module, calib: torch.Tensor, cfg: GPTQConfig) -> dict:
+def gptq(model: nn.Module, calib: torch.Tensor, cfg: GPTQConfig, progress: bool = False) -> dict:
     model.eval()
     gains = []
     # a layer inside a block (a ResNet block) takes its input from the block run on the block's input, captured
     # once per block: one forward pass of the model's prefix per block instead of per layer, the same tensors
     block_of = {id(layer): b for b in blocks(model) for layer in quant_layers(b)}
     cached: tuple[nn.Module | None, torch.Tensor | None] = (None, None)
-    for m in quant_layers(model):
+    layers = quant_layers(model)
+    bar = Progress("gptq", progress)
+    for i, m in enumerate(layers):
+        bar.update(i / len(layers), info=f"layer {i + 1} of {len(layers)}", force=i == 0)
         b = block_of.get(id(m))
         if b is None:
             x, _ = capture(model, m, calib, cfg.batch_size, outputs=False)
@@ -135,4 +139,6 @@ def gptq(model: nn.Module, calib: torch.Tensor, cfg: GPTQConfig) -> dict:
         gains.append(float(torch.einsum("ij,jk,ik->", d_gptq, h, d_gptq) /
                            torch.einsum("ij,jk,ik->", d_rtn, h, d_rtn).clamp(min=1e-30)))
         m.set_weight(q.reshape(w.shape).to(w.dtype))
+    bar.update(1.0, info=f"{len(layers)} layers", force=True)
+    bar.close()
     return {"gptq_layers": len(gains), "gptq_error_vs_rtn": sum(gains) / max(1, len(gains))}
