@@ -30,22 +30,27 @@ DEMO_SYNTH = dict(batch_size=128, ngf=16)
 
 
 def _check_demo_dir(out_dir: Path) -> None:
-    """A demo reruns only into an empty directory or an earlier demo's: it replaces ``student/``, so a folder that
-    is not its own distill run, or another command's run, is refused rather than deleted or written into."""
-    def kind(d: Path) -> str | None:  # the command whose run directory d is (None: not a run directory)
+    """A demo replaces ``student/`` and reuses ``teacher/``: anything there that is not the demo's own run (a LeNet-5
+    teacher trained by ``train``, a LeNet-5-half distilled from it), and another command's run or report at the top,
+    is refused rather than deleted or written into.  Other files in the directory are left alone."""
+    def kind(d: Path) -> str | None:  # the command whose run directory d is, "demo-..." for the demo's own
         if not (d / "config.yaml").is_file():
             return None
         cfg = load_yaml((d / "config.yaml").read_text()) or {}
+        if cfg.get("model") == "lenet5" and "train" in cfg:
+            return "demo-train"
+        if (cfg.get("student") or {}).get("arch") == "lenet5_half" and "distill" in cfg:
+            return "demo-distill"
         return next((k for k in KINDS if k in cfg), "another")
 
-    if kind(out_dir):
+    if kind(out_dir) is not None:
         raise DatafreeError(f"'{out_dir}' holds a {kind(out_dir)} run, not a demo; choose another --out")
     rep = out_dir / "report.json"
     if rep.is_file() and "data_used_by_distiller" not in rep.read_text():
         raise DatafreeError(f"'{out_dir}' holds a report.json that is not a demo's; choose another --out")
     for sub, want in (("student", "distill"), ("teacher", "train")):
         d = out_dir / sub
-        if d.exists() and kind(d) != want:
+        if d.exists() and kind(d) != f"demo-{want}":
             raise DatafreeError(f"'{d}' exists and is not the demo's {want} run (the demo would replace it); choose "
                                 "another --out")
 

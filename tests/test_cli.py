@@ -270,6 +270,12 @@ def test_demo_refuses_a_directory_that_is_not_its_own(capsys, tmp_path):
     assert code == 0
     code, err = run_main(capsys, "demo", "--budget", "5s", "--out", str(tmp_path / "run"))
     assert_one_line_error(code, err, "holds a distill run, not a demo")
+    (tmp_path / "proj" / "student" / "notes.txt").unlink()
+    (tmp_path / "proj" / "student").rmdir()
+    (tmp_path / "run").rename(tmp_path / "proj" / "student")  # someone's distill run, not the demo's own
+    code, err = run_main(capsys, "demo", "--budget", "5s", "--out", str(tmp_path / "proj"))
+    assert_one_line_error(code, err, "is not the demo's distill run")
+    assert (tmp_path / "proj" / "student" / "student.safetensors").is_file()
 
 
 def test_a_zoo_teacher_without_weights_is_refused(capsys, tmp_path):

@@ -421,13 +421,14 @@ def test_compiled_minifloat_rounding_matches_the_exact_one():
     if fast is None:
         pytest.skip("torch.compile is unavailable here: the eager rounding is used")
     x = torch.randn(1 << 16) * 50
-    x[:4] = torch.tensor([math.nan, -math.nan, math.inf, -math.inf])
-    for name in ("fp8_e4m3", "fp8_e5m2", "fp6_e3m2", "fp6_e2m3", "fp4_e2m1", "e3m4", "e1m2"):
+    x[:6] = torch.tensor([math.nan, -math.nan, math.inf, -math.inf, -1e-30, 1e-30])
+    for name in ("fp8_e4m3", "fp8_e5m2", "fp8_e4m3fnuz", "fp8_e5m2fnuz", "fp6_e3m2", "fp6_e2m3", "fp4_e2m1", "e3m4",
+                 "e1m2"):
         f = as_saturating(parse_format(name))
         exact = f.round(x.double()).float()  # float64 input: the eager path
-        same = lambda a, b: torch.equal(a.view(torch.int32), b.view(torch.int32)) or (  # noqa: E731
-            torch.equal(torch.isnan(a), torch.isnan(b)) and torch.equal(a[~a.isnan()], b[~b.isnan()]))
-        assert same(fast(x, f.m, f.min_normal_exp, f.max_value, f.nan == "none"), exact), name
+        same = lambda a, b: torch.equal(a.isnan(), b.isnan()) and torch.equal(  # noqa: E731  (bits: signed zeros)
+            a[~a.isnan()].view(torch.int32), b[~b.isnan()].view(torch.int32))
+        assert same(fast(x, f.m, f.min_normal_exp, f.max_value, f.nan == "none", f.nan == "fnuz"), exact), name
         assert same(f.round(x), exact), name  # what the quantizer calls on a large tensor
 
 
@@ -604,3 +605,10 @@ def test_a_model_fx_cannot_trace_is_refused_before_calibration(tmp_path):
         datafree.quantize(Branchy(), calib="synthetic", input_shape=(3, 8, 8), num_classes=4, out=str(tmp_path / "b"),
                           progress=False)
     assert not (tmp_path / "b" / "calib.safetensors").exists()
+
+
+def test_loading_quantized_weights_as_float_ones_points_to_load_quantized(tmp_path):
+    teacher, _, x = _tiny_setup()
+    datafree.quantize(teacher, calib=x, input_shape=(3, 8, 8), num_classes=4, out=str(tmp_path / "q"), progress=False)
+    with pytest.raises(DatafreeError, match="holds a quantized model.*load_quantized"):
+        datafree.load_weights(trained_tiny_teacher(), tmp_path / "q" / "quantized.safetensors")

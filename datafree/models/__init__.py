@@ -187,6 +187,9 @@ def load_weights(model: nn.Module, path: str | os.PathLike, name: str | None = N
     if owner and name and name in MODELS and owner != name:
         raise DatafreeError(f"'{path}' is the verified {owner} checkpoint, not {name}: pass the matching model")
     expected = model.state_dict()
+    if any(k.endswith(".w_scale") for k in sd) and not any(k.endswith(".w_scale") for k in expected):
+        raise DatafreeError(f"'{path}' holds a quantized model (quantize's quantized.safetensors): load it with "
+                            "datafree.quant.load_quantized(model, path), or evaluate the float weights")
     for k, v in expected.items():
         if k.endswith("num_batches_tracked"):
             continue

@@ -47,7 +47,7 @@ class AdaRoundConfig:
         if not (isinstance(beta, (tuple, list)) and len(beta) == 2 and all(isinstance(b, (int, float)) for b in beta)
                 and beta[0] >= beta[1] > 0):
             raise DatafreeError(f"adaround beta must be two numbers start >= end > 0 (the annealed exponent of "
-                                f"the rounding regulariser, (20, 2)), got {beta!r}")
+                                f"the rounding regulariser: adaround.beta=[20,2]), got {beta!r}")
         self.beta = (float(beta[0]), float(beta[1]))
         if self.iters < 1 or self.batch < 1 or self.lr <= 0 or self.reg < 0 or not 0 <= self.warmup < 1:
             raise DatafreeError(f"adaround needs iters >= 1, batch >= 1, lr > 0, reg >= 0 and 0 <= warmup < 1, got "

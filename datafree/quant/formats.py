@@ -142,7 +142,8 @@ class MinifloatFormat:
                 # one grad mode and the format's constants as 0-d tensors: one graph for every format
                 # (a grad-mode switch or a new Python constant would recompile until dynamo gives up)
                 with torch.no_grad():
-                    return fast(x, *_consts(self.m, self.min_normal_exp, self.max_value, self.nan == "none"))
+                    return fast(x, *_consts(self.m, self.min_normal_exp, self.max_value, self.nan == "none",
+                                            self.nan == "fnuz"))
         # exact in float32 too: steps are powers of two, so x / step and round(.) * step lose nothing
         xd = x if x.dtype in (torch.float32, torch.float64) else x.float()
         a = xd.abs()
@@ -198,20 +199,21 @@ Format = IntFormat | MinifloatFormat
 FAST_MIN_NUMEL = 1 << 16  # smaller tensors (weights, tests) stay eager: compiling would cost more than it saves
 
 
-def _consts(m: int, min_exp: int, big: float, nan_zero: bool) -> tuple[torch.Tensor, ...]:
-    return torch.tensor(float(m)), torch.tensor(float(min_exp)), torch.tensor(float(big)), torch.tensor(float(nan_zero))
+def _consts(m: int, min_exp: int, big: float, nan_zero: bool, fnuz: bool) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.tensor(float(v)) for v in (m, min_exp, big, nan_zero, fnuz))
 
 
 def _round_core(x: torch.Tensor, m: torch.Tensor, min_exp: torch.Tensor, big: torch.Tensor,
-                nan_zero: torch.Tensor) -> torch.Tensor:
+                nan_zero: torch.Tensor, fnuz: torch.Tensor) -> torch.Tensor:
     """Saturating minifloat rounding with subnormals: MinifloatFormat.round's arithmetic (the constants are
     float32 0-d tensors; every value involved is exact in float32).  An infinity saturates; a NaN stays NaN,
     or where the format has no NaN code (``nan_zero`` 1, the MX formats) becomes ml_dtypes' zero of the
-    other sign."""
+    other sign; ``fnuz`` 1: no negative zero."""
     a = x.abs()
     _, ex = torch.frexp(a)
     step = torch.exp2(torch.clamp(ex.to(a.dtype) - 1, min=min_exp) - m)
     q = torch.copysign(torch.clamp(torch.round(a / step) * step, max=big), x)
+    q = torch.where((q == 0) & (fnuz > 0), torch.zeros_like(q), q)
     return torch.where(torch.isnan(x) & (nan_zero > 0), torch.copysign(torch.zeros_like(x), -x), q)
 
 
@@ -221,7 +223,7 @@ def _fast_round():
 
     def warmup(fn):
         with torch.no_grad():
-            fn(torch.linspace(-3, 3, 1 << 16), *_consts(3, -6, 448.0, False))
+            fn(torch.linspace(-3, 3, 1 << 16), *_consts(3, -6, 448.0, False, False))
 
     return compile_or_none(_round_core, warmup)
 
