@@ -212,6 +212,9 @@ def test_corrupt_weights_and_data_files_are_one_line_errors(capsys, tmp_path):
     assert_one_line_error(code, err, "labels must be integers from 0")
     code, err = run_main(capsys, *common, "--weights", str(w), "--data", str(tmp_path / "cut.npz"))
     assert_one_line_error(code, err, "cannot read")
+    (tmp_path / "text.npz").write_text("hello\n")  # numpy reads it as pickled data: say what it is instead
+    code, err = run_main(capsys, *common, "--weights", str(w), "--data", str(tmp_path / "text.npz"))
+    assert_one_line_error(code, err, "it is not a numpy .npz archive of arrays")
 
 
 def test_api_mirrors_every_command():

@@ -71,7 +71,10 @@ def load_npz(path: str | os.PathLike) -> ImageSet:
             x, y = z["x"], z["y"]
             names = [str(s) for s in z["class_names"]] if "class_names" in z else None
     except (ValueError, OSError, TypeError, zipfile.BadZipFile, EOFError) as e:  # TypeError: a .npy file
-        raise DatafreeError(f"cannot read '{path}' as npz: {e}") from None
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "pickled" in why or "allow_pickle" in why:  # numpy's view of any byte stream that is not an array file
+            why = "it is not a numpy .npz archive of arrays (object or pickled data is never loaded)"
+        raise DatafreeError(f"cannot read '{path}' as npz: {why}") from None
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4 or len(x) != len(y):
