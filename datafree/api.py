@@ -25,7 +25,6 @@ from datafree.quant.pipeline import QuantResult, export_report, quantize, sweep 
 from datafree.report import write_report
 from datafree.run import RunDir
 
-# what a resumed distillation may change: how long it runs, what it reports on, and speed settings
 # what a resumed run may change: the budget, speed settings, held-out data, and the learning rate (the way on after a
 # NaN loss stopped a run: the cosine schedule is recomputed from it every step)
 RESUME_FREE = frozenset({"distill.budget", "distill.rounds", "distill.bf16", "distill.channels_last",

@@ -154,7 +154,7 @@ def write_quant_report(run: RunDir, report: dict) -> None:
     acts = f"activations **{cfg['activations']}** per tensor" if cfg["activations"] else "activations in float " \
         "(weight-only)"
     edge = "" if not layers else "; the first and last layers: " + ", ".join(  # the formats used, after --edge-bits
-        f"{m['name']} {m['weights']} x {m['activations'] or 'float'}" for m in (layers[0], layers[-1])) + \
+        f"{m['name']} {m['weights']} x {m['activations'] or 'float'}" for m in layers[:1] + layers[1:][-1:]) + \
         (f" (--edge-bits {cfg['edge_bits']} widens them, never narrows)" if cfg["edge_bits"] else " (as the rest)")
     lines = [f"# datafree quantize: {report['model']}", "",
              f"- weights **{cfg['weights']}** per {cfg['w_granularity']}, {acts}{edge}",
