@@ -19,7 +19,7 @@ from datafree.errors import DatafreeError
 from datafree.io.atomic import ensure_writable_dir
 from datafree.io.budget import Budget
 from datafree.models import create_model, load_weights
-from datafree.run import KINDS
+from datafree.run import config_kind
 
 # digits: no mirror augmentation; a generator a quarter as wide as the CIFAR default (ngf 16, not 64): at 64 its
 # two convolutions were ~90 % of the demo's time, 6 rounds in 240 s against 32 at 16 (benchmarks/demo_generator.py,
@@ -41,7 +41,7 @@ def _check_demo_dir(out_dir: Path) -> None:
             return "demo-train"
         if (cfg.get("student") or {}).get("arch") == "lenet5_half" and "distill" in cfg:
             return "demo-distill"
-        return next((k for k in KINDS if k in cfg), "another")
+        return config_kind(cfg) or "another"
 
     if kind(out_dir) is not None:
         raise DatafreeError(f"'{out_dir}' holds a {kind(out_dir)} run, not a demo; choose another --out")

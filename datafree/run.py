@@ -19,6 +19,11 @@ from datafree.io.safetensors import save_safetensors
 KINDS = ("distill", "train", "quantize", "prune", "condense", "sweep")
 
 
+def config_kind(cfg: dict) -> str | None:
+    """The command whose run a resolved config describes (None: none of KINDS)."""
+    return next((k for k in KINDS if k in cfg), None)
+
+
 class RunDir:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = ensure_writable_dir(path)
@@ -31,12 +36,12 @@ class RunDir:
         """Before a command writes here: a directory that holds another command's run is refused."""
         old = self.read_config()
         if old is not None and kind not in old:
-            other = next((k for k in KINDS if k in old), "another")
+            other = config_kind(old) or "another"
             raise DatafreeError(f"'{self.path}' holds a {other} run, not a {kind} one; choose another --out")
 
     def write_config(self, cfg: dict) -> None:
         """Write the resolved config (after ``expect``: another command's run is refused, not overwritten)."""
-        kind = next((k for k in KINDS if k in cfg), None)
+        kind = config_kind(cfg)
         if kind:
             self.expect(kind)
         atomic_write_text(self.file("config.yaml"), dump_yaml(cfg) + "\n")

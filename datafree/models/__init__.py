@@ -126,6 +126,13 @@ def _from_file(ref: str, num_classes: int | None) -> nn.Module:
     return model
 
 
+def fixed_input_shape(model: nn.Module) -> tuple[int, ...] | None:
+    """The input shape a zoo model is built for, which data must match (None for other models; for timm/torchvision
+    the recorded 224 px is only a default: they pool globally)."""
+    meta: ModelMeta | None = getattr(model, "datafree_meta", None)
+    return tuple(meta.input_shape) if meta is not None and not is_external(meta.name) else None
+
+
 def model_meta(model: nn.Module, input_shape=None, num_classes=None, mean=None, std=None) -> ModelMeta:
     """Merge what the zoo recorded with what the caller passed (explicit arguments win)."""
     meta: ModelMeta | None = getattr(model, "datafree_meta", None)
@@ -210,7 +217,8 @@ def load_weights(model: nn.Module, path: str | os.PathLike, name: str | None = N
     return model
 
 
-__all__ = ["Generator", "KNOWN_CHECKPOINTS", "MODELS", "ModelMeta", "ModelSpec", "create_model", "is_external",
+__all__ = ["Generator", "KNOWN_CHECKPOINTS", "MODELS", "ModelMeta", "ModelSpec", "create_model", "fixed_input_shape",
+           "is_external",
            "list_models", "load_weights", "model_meta", "read_state_dict", "sha256_file"]
 
 
