@@ -6,6 +6,9 @@
     datafree.evaluate(model, x, y)   # x: float NCHW in the model's input space
 """
 
+import datafree.omp  # noqa: F401  (first: it sets libgomp's spin count before torch loads)
+
+# isort: split
 import datafree.condense  # noqa: F401  (loaded first: the function below keeps the name)
 from datafree.api import condense, distill, evaluate_dataset, prune, quantize, sweep, train
 from datafree.condense.dm import DMConfig

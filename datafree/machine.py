@@ -7,6 +7,7 @@ import platform
 
 import torch
 
+from datafree.omp import spin_setting
 from datafree.precision import BF16_FLAGS, bf16_fast, cpu_info
 from datafree.synthesis.base import fused_bn_used
 
@@ -26,7 +27,7 @@ def machine_info(bf16: bool | None = None) -> dict:
     picks on this CPU, which ``bf16_autocast`` records when no run setting is given)."""
     facts = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
              **cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-             "torch": torch.__version__, "fused_bn_stats": fused_bn_used()}
+             "torch": torch.__version__, "fused_bn_stats": fused_bn_used(), "omp_spin": spin_setting()}
     if bf16 is not None:
         facts["bf16_autocast"] = bool(bf16)
     return facts
