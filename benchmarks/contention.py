@@ -6,12 +6,11 @@ For each setting - libgomp's default spin (300,000 iterations, given explicitly:
 its own), datafree's 30,000, 10,000 and ``OMP_WAIT_POLICY=passive`` - two measurements, each in fresh processes
 (libgomp reads its environment once, when it loads):
 - *task*: a 3-round distill (resnet56 -> resnet20, ``--kd-steps 10 --synth-every 5 --batch-size 64
-  --deterministic``), three times on the idle machine and once beside a ``while True`` Python process; the
-  wall-clock of the distill (report.json ``elapsed_s``) and the first KD losses, which must not depend on the
-  setting;
-- *idle cost*: the cost of a shorter spin on an idle machine is too small for 20-second runs to show, so
-  one generator synthesis call (64 images, eager BN term) and three resnet20 steps on 256 images are timed,
-  medians of six after two warm-ups, in three processes per setting, the settings alternating.
+  --deterministic``), three times on the idle machine (the settings alternating) and once beside a
+  ``while True`` Python process: the distill's wall-clock (report.json ``elapsed_s``) and its KD losses, which
+  must not depend on the setting;
+- *idle cost* in finer grain: one generator synthesis call (64 images, eager BN term) and three resnet20 steps
+  on 256 images, medians of six after two warm-ups, in three processes per setting, the settings alternating.
 Writes benchmarks/results/contention.json.  The only load must be the one this script adds: run it with
 nothing else busy.
 """
@@ -118,15 +117,17 @@ def main() -> None:
                                   capture_output=True, text=True)
             cost[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(name, cost[name][-1], flush=True)
-    tasks: dict[str, dict] = {}
+    tasks: dict[str, dict] = {name: {"idle": []} for name in SETTINGS}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, setting in SETTINGS.items():
-            idle = [task(setting, Path(tmp) / f"{len(tasks)}_idle{i}", False) for i in range(3)]
-            loaded = task(setting, Path(tmp) / f"{len(tasks)}_loaded", True)
-            tasks[name] = {"idle": idle, "loaded": loaded,
-                           "idle_median_s": statistics.median(r["elapsed_s"] for r in idle),
-                           "loaded_s": loaded["elapsed_s"]}
-            print(name, "idle", [round(r["elapsed_s"], 1) for r in idle], "loaded", round(loaded["elapsed_s"], 1),
+        for i in range(3):  # idle runs alternate too
+            for j, (name, setting) in enumerate(SETTINGS.items()):
+                tasks[name]["idle"].append(task(setting, Path(tmp) / f"{j}_idle{i}", False))
+        for j, (name, setting) in enumerate(SETTINGS.items()):
+            t = tasks[name]
+            t["loaded"] = task(setting, Path(tmp) / f"{j}_loaded", True)
+            t["idle_median_s"] = statistics.median(r["elapsed_s"] for r in t["idle"])
+            t["loaded_s"] = t["loaded"]["elapsed_s"]
+            print(name, "idle", [round(r["elapsed_s"], 1) for r in t["idle"]], "loaded", round(t["loaded_s"], 1),
                   flush=True)
     base = cost["libgomp default"]
     summary = {}

@@ -59,3 +59,44 @@ def test_deterministic_runs_keep_the_bn_statistics_term_eager():
     assert not det.inverter.hooks[0].fusing.allowed
     eng = Distiller(trained_tiny_teacher(), tiny_cnn(), meta, DistillConfig(rounds=1), progress=False)
     assert eng.inverter.hooks[0].fusing.allowed
+
+
+
+@pytest.mark.parametrize("env, loaded, expected, recorded", [
+    ({}, False, "30000", "GOMP_SPINCOUNT=30000"),  # nothing chosen, libgomp not loaded yet: datafree's spin
+    ({"GOMP_SPINCOUNT": "123"}, False, "123", "GOMP_SPINCOUNT=123"),  # the user's spin is kept
+    ({"OMP_WAIT_POLICY": "passive"}, False, None, "OMP_WAIT_POLICY=passive"),  # a policy chosen: no count added
+    ({}, True, None, "libgomp default"),  # torch (libgomp) already loaded: too late, nothing changed
+])
+def test_the_openmp_spin_is_set_only_before_torch_loads_and_when_the_user_chose_none(monkeypatch, env, loaded,
+                                                                                     expected, recorded):
+    import os
+    import sys
+
+    from datafree.omp import set_spin_default, spin_setting
+
+    for k in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    if not loaded:
+        monkeypatch.delitem(sys.modules, "torch")  # restored after the test
+    set_spin_default()
+    assert os.environ.get("GOMP_SPINCOUNT") == expected
+    assert spin_setting() == recorded
+
+
+def test_importing_datafree_first_sets_the_spin_and_the_machine_facts_record_it():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.procs import ROOT
+
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    code = ("import datafree, os, json; from datafree.machine import machine_info; "
+            "print(json.dumps([os.environ.get('GOMP_SPINCOUNT'), machine_info()['omp_spin']]))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)}, check=True,
+                          capture_output=True, text=True, timeout=120)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == ["30000", "GOMP_SPINCOUNT=30000"]
