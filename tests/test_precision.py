@@ -61,6 +61,26 @@ def test_deterministic_runs_keep_the_bn_statistics_term_eager():
     assert eng.inverter.hooks[0].fusing.allowed
 
 
+def test_deterministic_runs_use_one_thread_and_give_the_callers_threads_back():
+    # with two threads about one process in eight took another path from the first synthesis call on
+    import torch
+
+    from datafree.distill.engine import DistillConfig, Distiller
+    from datafree.models import ModelMeta
+    from tests.tiny import tiny_cnn, trained_tiny_teacher
+
+    meta, before = ModelMeta((3, 8, 8), 4), torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cfg = DistillConfig(rounds=1, batch_size=8, kd_steps=2, deterministic=True)
+        res = Distiller(trained_tiny_teacher(), tiny_cnn(), meta, cfg, progress=False).run_loop()
+        assert res.summary["threads"] == 1 and torch.get_num_threads() == 2
+        cfg = DistillConfig(rounds=1, batch_size=8, kd_steps=2)
+        res = Distiller(trained_tiny_teacher(), tiny_cnn(), meta, cfg, progress=False).run_loop()
+        assert res.summary["threads"] == 2
+    finally:
+        torch.set_num_threads(before)
+
 
 @pytest.mark.parametrize("env, loaded, expected, recorded", [
     ({}, False, "30000", "GOMP_SPINCOUNT=30000"),  # nothing chosen, libgomp not loaded yet: datafree's spin

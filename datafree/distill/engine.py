@@ -373,6 +373,18 @@ class Distiller:
         return evaluate(model, self.eval_x, self.eval_y, bf16=self.bf16)["accuracy"]
 
     def run_loop(self, resume: bool = False) -> DistillResult:
+        """The run; ``deterministic`` runs on one intra-op thread, restored afterwards: with two, about one
+        process in eight took another path from the first warm-up synthesis call on (a race not traced)."""
+        if not self.cfg.deterministic:
+            return self._run_loop(resume)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self._run_loop(resume)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _run_loop(self, resume: bool) -> DistillResult:
         cfg = self.cfg
         seed_everything(cfg.seed, cfg.deterministic)
         resumed = resume and self._restore()  # restores the RNG state the checkpoint saved
@@ -415,6 +427,7 @@ class Distiller:
                    "student_images_per_s": self.n_kd / max(1e-9, self.t_kd),
                    "synthetic_images": self.n_synth, "student_images": self.n_kd,
                    "replayed_images": self.n_replayed, "replay": self.cfg.replay, "bf16": self.bf16,
+                   "threads": torch.get_num_threads(),
                    "replay_footprint": self.replay.footprint(), "novel_window": self.window,
                    "time_split_s": {"synthesis": self.t_synth, "student": self.t_kd, "replay": self.t_replay},
                    "guide": self.guide.describe() if self.guide is not None else None,
