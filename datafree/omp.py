@@ -4,10 +4,11 @@ torch's CPU wheel runs its kernels on GNU OpenMP (libgomp).  At every barrier - 
 a thread that is done waits for the others by spinning 300,000 iterations (libgomp's default when
 ``OMP_WAIT_POLICY`` is unset) before it sleeps.  On a machine where another CPU-bound process runs too, the
 spinning thread holds a core that the thread it waits for needs, and every barrier waits for the scheduler.
-Measured (``benchmarks/contention.py``, a 3-round resnet56 -> resnet20 distill on a 2-core Xeon, one
-``while True`` process beside it): 342 s at the default against 18 s on the idle machine; 63 s with a
-30,000-iteration spin.  Idle, the shorter spin cost 1 % (generator call 2.01 -> 2.03 s, three student steps
-0.59 -> 0.59 s, medians of three processes each); 10,000 cost 5 % and ``OMP_WAIT_POLICY=passive`` 39 %.
+Measured (``benchmarks/contention.py`` at 80d5b9c, a 3-round resnet56 -> resnet20 distill on a 2-core Xeon,
+medians of three idle runs, one run beside a ``while True`` process): libgomp's default 16.4 s idle, 211.2 s
+loaded; a 30,000-iteration spin 16.4 / 75.0 s; 10,000 16.6 / 52.7 s; ``OMP_WAIT_POLICY=passive`` 22.1 / 42.9 s.
+Timed finer on the idle machine, 30,000 cost 0.9 % on a generator call and 0.2 % on student steps, 10,000 4 %,
+passive 19-33 %.
 
 So importing datafree (this module, which its ``__init__`` imports first) sets ``GOMP_SPINCOUNT=30000``
 unless the user chose a spin (``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY`` in the environment) or torch is
