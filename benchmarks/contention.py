@@ -9,7 +9,7 @@ its own), datafree's 30,000, 10,000 and ``OMP_WAIT_POLICY=passive`` - two measur
   ``--deterministic``, which runs one thread), three times on the idle machine (the settings alternating) and
   once beside a ``while True`` Python process: the distill's wall-clock (report.json ``elapsed_s``) and its KD
   losses (``kd_paths``: how many distinct loss sequences the runs of a setting took - two threads take another
-  path in about one process in eight, whatever the setting; ``datafree.distill.engine.Distiller.run_loop``);
+  path in a few processes of a hundred, whatever the setting; ``datafree.distill.engine.Distiller.run_loop``);
 - *idle cost* in finer grain: one generator synthesis call (64 images, eager BN term) and three resnet20 steps
   on 256 images, medians of six after two warm-ups, in three processes per setting, the settings alternating.
 Writes benchmarks/results/contention.json.  The only load must be the one this script adds: run it with
