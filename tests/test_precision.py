@@ -62,7 +62,7 @@ def test_deterministic_runs_keep_the_bn_statistics_term_eager():
 
 
 def test_deterministic_runs_use_one_thread_and_give_the_callers_threads_back():
-    # with two threads about one process in eight took another path from the first synthesis call on
+    # with two threads 7 of 95 processes took another path from the first synthesis call on (README)
     import torch
 
     from datafree.distill.engine import DistillConfig, Distiller

@@ -373,7 +373,7 @@ class Distiller:
         return evaluate(model, self.eval_x, self.eval_y, bf16=self.bf16)["accuracy"]
 
     def run_loop(self, resume: bool = False) -> DistillResult:
-        """The run; ``deterministic`` runs on one intra-op thread, restored afterwards: with two, 6 of 95
+        """The run; ``deterministic`` runs on one intra-op thread, restored afterwards: with two, 7 of 95
         processes took another path from the first warm-up synthesis call on (a race not traced; README)."""
         if not self.cfg.deterministic:
             return self._run_loop(resume)
