@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from datafree.omp import SPIN_VARS
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 TEACHER = SHARED / "models" / "cifar10" / "resnet56.pt"
@@ -36,7 +38,7 @@ SETTINGS = {"libgomp default": {"GOMP_SPINCOUNT": "300000"}, "datafree (30000)":
 
 
 def env_for(setting: dict) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    env = {k: v for k, v in os.environ.items() if k not in SPIN_VARS}
     return {**env, **setting, "DATAFREE_COMPILE": "0"}  # the eager BN term: no compile time in the timings
 
 

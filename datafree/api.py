@@ -100,7 +100,7 @@ def distill(teacher: nn.Module | str, student: nn.Module | str, input_shape=None
             "data_used": _data_used(engine),
             "eval_data": data_label(eval_data), "budget": str(engine.budget),
             "elapsed_s": res.summary["elapsed_s"], "wall_s": time.time() - t0,
-            "machine": {**machine_info(engine.bf16), "torch_threads": res.summary["threads"]},
+            "machine": machine_info(engine.bf16, res.summary["threads"]),
             "teacher": {"arch": meta.name, "params": _params(teacher),
                         "accuracy": teacher_eval["accuracy"] if teacher_eval else None},
             "student": {"arch": getattr(smeta, "name", "custom"), "params": _params(res.student),

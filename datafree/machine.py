@@ -22,12 +22,15 @@ def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> dict:
     return {"cpu_model": info["model"] or "unknown", "cpu_bf16": native, "bf16_autocast": bf16_fast(info)}
 
 
-def machine_info(bf16: bool | None = None) -> dict:
+def machine_info(bf16: bool | None = None, threads: int | None = None) -> dict:
     """The machine facts; ``bf16``: the autocast setting the run used (``--bf16 on|off`` overrides what ``auto``
-    picks on this CPU, which ``bf16_autocast`` records when no run setting is given)."""
+    picks on this CPU, which ``bf16_autocast`` records when no run setting is given); ``threads``: the intra-op
+    threads the run used (``--deterministic`` runs one), where they differ from torch's setting now."""
     facts = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
              **cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
              "torch": torch.__version__, "fused_bn_stats": fused_bn_used(), "omp_spin": spin_setting()}
     if bf16 is not None:
         facts["bf16_autocast"] = bool(bf16)
+    if threads is not None:
+        facts["torch_threads"] = threads
     return facts

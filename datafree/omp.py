@@ -23,11 +23,12 @@ import os
 import sys
 
 SPINCOUNT = "30000"
+SPIN_VARS = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")  # a user who set either has chosen how threads wait
 
 
 def set_spin_default() -> None:
     """``GOMP_SPINCOUNT=30000`` where no spin is chosen and libgomp has not loaded yet (see above)."""
-    if "torch" in sys.modules or "GOMP_SPINCOUNT" in os.environ or "OMP_WAIT_POLICY" in os.environ:
+    if "torch" in sys.modules or any(k in os.environ for k in SPIN_VARS):
         return
     os.environ["GOMP_SPINCOUNT"] = SPINCOUNT
 
@@ -35,7 +36,7 @@ def set_spin_default() -> None:
 def spin_setting() -> str:
     """The OpenMP wait setting of the environment: ``GOMP_SPINCOUNT`` and/or ``OMP_WAIT_POLICY``, or
     "libgomp default"."""
-    parts = [f"{k}={os.environ[k]}" for k in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY") if k in os.environ]
+    parts = [f"{k}={os.environ[k]}" for k in SPIN_VARS if k in os.environ]
     return ", ".join(parts) or "libgomp default"
 
 
