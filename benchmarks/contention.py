@@ -45,18 +45,14 @@ def env_for(setting: dict) -> dict:
 def worker() -> None:
     """The idle-cost timing, in this process (its spin setting came with its environment)."""
     import torch
+    from synthesis_speed import setup  # the script beside this one (on sys.path as the script's folder)
 
-    from datafree.models import create_model, load_weights, model_meta
-    from datafree.synthesis import build_synthesizer, make_config
-    from datafree.synthesis.base import TeacherInverter
+    from datafree.models import create_model, load_weights
 
-    torch.manual_seed(0)
     teacher = load_weights(create_model("resnet56"), TEACHER).to(memory_format=torch.channels_last)
     student = create_model("resnet20").to(memory_format=torch.channels_last)
-    meta = model_meta(teacher)
-    inv = TeacherInverter(teacher, meta.num_classes, meta.mean, meta.std, bn_momentum=0.9, channels_last=True,
-                          fused=False)
-    syn = build_synthesizer("generator", make_config("generator"), inv, meta.input_shape)
+    r = setup(teacher, fused=False)
+    inv, syn = r["inv"], r["synth"]
     opt = torch.optim.SGD(student.parameters(), 0.01)
     x = torch.rand(256, 3, 32, 32).contiguous(memory_format=torch.channels_last)
 
