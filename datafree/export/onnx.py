@@ -21,9 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from datafree.errors import DatafreeError
-from datafree.quant.formats import IntFormat, as_saturating
 from datafree.quant.graph import InputQuant, _set
-from datafree.quant.quantizer import ActQuant, QuantLayer
+from datafree.quant.quantizer import ActQuant, QuantLayer, onnx_int8_activations, onnx_int8_weights
 
 
 def _need(module: str):
@@ -35,7 +34,7 @@ def _need(module: str):
 
 def _int8_act(q: ActQuant, where: str) -> tuple[float, int, int, int]:
     fmt = q.fmt
-    if not isinstance(fmt, IntFormat) or fmt.bits != 8 or q.scale is None:
+    if not onnx_int8_activations(fmt) or q.scale is None:
         raise DatafreeError(f"INT8 ONNX export needs 8-bit integer activations; {where} has "
                             f"{getattr(fmt, 'name', 'none')}: quantize with --a int8")
     zero = int(q.zero) if q.zero is not None else 0
@@ -47,10 +46,10 @@ class _QDQLayer(nn.Module):
 
     def __init__(self, m: QuantLayer) -> None:
         super().__init__()
-        fmt = as_saturating(m.w_spec.fmt)
-        if not isinstance(fmt, IntFormat) or fmt.bits != 8 or not fmt.symmetric or m.w_spec.granularity == "group":
+        if not onnx_int8_weights(m.w_spec):
+            spec = m.w_spec
             raise DatafreeError(f"INT8 ONNX export needs int8 weights per channel or per tensor; layer "
-                                f"'{m.name}' has {fmt.name} per {m.w_spec.granularity}: quantize with --w int8")
+                                f"'{m.name}' has {spec.fmt.name} per {spec.granularity}: quantize with --w int8")
         if m.act is None:
             raise DatafreeError(f"INT8 ONNX export needs quantized activations; layer '{m.name}' has none")
         self.is_conv = m.is_conv

@@ -27,7 +27,7 @@ from datafree.quant.equalize import CLEConfig, cross_layer_equalization
 from datafree.quant.formats import IntFormat, MinifloatFormat, as_saturating, parse_format
 from datafree.quant.gptq import GPTQConfig, gptq
 from datafree.quant.graph import prepare, quant_layers, quantize_residuals, share_input_quantizers
-from datafree.quant.quantizer import QuantLayer, QuantSpec
+from datafree.quant.quantizer import QuantLayer, QuantSpec, onnx_int8_activations, onnx_int8_weights
 from datafree.quant.smoothquant import SmoothQuantConfig, smoothquant
 
 ALGORITHMS = {  # in pipeline order
@@ -97,11 +97,11 @@ class QuantConfig:
         in every layer (the widened first and last included): refused before calibration, not after it."""
         w, a, edge = self.specs()
         for where, (ws, as_) in (("", (w, a)), (" in the first/last layers (--edge-bits)", edge or (w, a))):
-            wf, af = as_saturating(ws.fmt), as_.fmt if as_ is not None else None
-            if not (isinstance(wf, IntFormat) and wf.bits == 8 and wf.symmetric) or ws.granularity == "group":
-                raise DatafreeError(f"INT8 ONNX export needs int8 weights per channel or per tensor, not {wf.name} "
-                                    f"per {ws.granularity}{where}: quantize with --w int8, or drop --onnx")
-            if not (isinstance(af, IntFormat) and af.bits == 8):
+            af = as_.fmt if as_ is not None else None
+            if not onnx_int8_weights(ws):
+                raise DatafreeError(f"INT8 ONNX export needs int8 weights per channel or per tensor, not {ws.fmt.name}"
+                                    f" per {ws.granularity}{where}: quantize with --w int8, or drop --onnx")
+            if not onnx_int8_activations(af):
                 raise DatafreeError(f"INT8 ONNX export needs 8-bit integer activations, not "
                                     f"{af.name if af else 'float'}{where}: quantize with --a int8, or drop --onnx")
 

@@ -43,6 +43,17 @@ class QuantSpec:
             raise DatafreeError(f"observer must be one of {', '.join(OBSERVERS)}, got '{self.observer}'")
 
 
+def onnx_int8_weights(spec: QuantSpec) -> bool:
+    """Weights the INT8 ONNX (QDQ) export takes: int8 symmetric (saturating or not), per tensor or per channel."""
+    fmt = as_saturating(spec.fmt)
+    return isinstance(fmt, IntFormat) and fmt.bits == 8 and fmt.symmetric and spec.granularity != "group"
+
+
+def onnx_int8_activations(fmt: Format | None) -> bool:
+    """Activations the INT8 ONNX (QDQ) export takes: 8-bit integers (signed or not, any zero point)."""
+    return isinstance(fmt, IntFormat) and fmt.bits == 8
+
+
 def qdq(x: torch.Tensor, fmt: Format, scale: torch.Tensor, zero: torch.Tensor | None = None) -> torch.Tensor:
     """Quantize-dequantize ``x`` with broadcastable ``scale`` (and integer ``zero``-point)."""
     if isinstance(fmt, IntFormat):
