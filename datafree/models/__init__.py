@@ -17,14 +17,13 @@ import torch
 from torch import nn
 
 from datafree.errors import DatafreeError
-from datafree.models.external import create_external, is_external
+from datafree.models.external import IMAGENET_NORM, create_external, is_external
 from datafree.models.generator import Generator
 from datafree.models.lenet import LeNet5
 from datafree.models.mobilenetv2 import MobileNetV2
 from datafree.models.resnet_cifar import CifarResNet
 from datafree.models.wrn import WideResNet
 
-IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 CIFAR10_NORM = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 CIFAR100_NORM = ((0.507, 0.4865, 0.4409), (0.2673, 0.2564, 0.2761))
 MNIST_NORM = ((0.1307,), (0.3081,))

@@ -18,7 +18,7 @@ from torch import nn
 from datafree.errors import DatafreeError
 
 LIBRARIES = ("timm", "torchvision")
-_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # (mean, std); also the zoo's CIFAR ResNets'
 
 
 def is_external(name: str) -> bool:
@@ -45,14 +45,14 @@ def create_external(ref: str, num_classes: int | None = None):
         model = module.create_model(arch, pretrained=False, **kwargs)
         cfg = getattr(model, "pretrained_cfg", None) or {}
         shape = tuple(cfg.get("input_size", (3, 224, 224)))
-        mean, std = tuple(cfg.get("mean", _IMAGENET[0])), tuple(cfg.get("std", _IMAGENET[1]))
+        mean, std = tuple(cfg.get("mean", IMAGENET_NORM[0])), tuple(cfg.get("std", IMAGENET_NORM[1]))
     else:
         try:
             model = module.models.get_model(arch, weights=None, **kwargs)
         except ValueError as e:
             raise DatafreeError(f"torchvision has no architecture '{arch}' ({e}); list them with "
                                 "torchvision.models.list_models()") from None
-        shape, (mean, std) = (3, 224, 224), _IMAGENET
+        shape, (mean, std) = (3, 224, 224), IMAGENET_NORM
     if not isinstance(model, nn.Module):
         raise DatafreeError(f"'{ref}' gave {type(model).__name__}, not a torch.nn.Module")
     nc = num_classes or getattr(model, "num_classes", None) or 1000
