@@ -69,18 +69,25 @@ def make_strategy_config(registry: dict, kind: str, name: str, overrides: dict):
 
     if name not in registry:
         raise DatafreeError(f"unknown {kind} '{name}'; choose one of {', '.join(registry)}")
-    cls = registry[name][0]
+    return make_checked(registry[name][0], overrides, f"{kind} '{name}'")
+
+
+def make_checked(cls, options: dict, what: str):
+    """Dataclass ``cls`` built from ``options``: an unknown option or a mistyped value is one clear error."""
+    from datafree.errors import DatafreeError
+
     known = {f.name for f in dataclasses.fields(cls)}
-    bad = [k for k in overrides if k not in known]
+    bad = [k for k in options if k not in known]
     if bad:
-        raise DatafreeError(f"{kind} '{name}' has no option '{bad[0]}'; options: {', '.join(sorted(known)) or 'none'}")
-    return cls(**checked_options(cls, overrides, f"{kind} '{name}'"))
+        raise DatafreeError(f"{what} has no option '{bad[0]}'; options: {', '.join(sorted(known)) or 'none'}")
+    return cls(**checked_options(cls, options, what))
 
 
 def checked_options(cls, options: dict, what: str) -> dict:
     """``options`` for dataclass ``cls``, each checked against its field's annotation when that is made of
     bool, int, float, str and None: a mistyped value (g_steps=abc) is one clear error, not a crash deep inside
-    the method.  Integers are accepted for float fields and converted."""
+    the method.  Integers are accepted for float fields and converted; a field that may be None but not a
+    string takes "none" (or "null", "off") as None, as a command line spells it (--guide-opt noise_target=none)."""
     from datafree.errors import DatafreeError
 
     kinds = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,), "None": (type(None),)}
@@ -92,6 +99,8 @@ def checked_options(cls, options: dict, what: str) -> dict:
         if not all(n in kinds for n in names):
             continue  # containers and other types: the method checks them
         v = options[f.name]
+        if "None" in names and "str" not in names and isinstance(v, str) and v.lower() in ("none", "null", "off"):
+            out[f.name] = v = None
         ok = any(isinstance(v, kinds[n]) and not (isinstance(v, bool) and n in ("int", "float")) for n in names)
         if not ok:
             raise DatafreeError(f"{what} option '{f.name}' must be {' or '.join(n for n in names if n != 'None')}, "

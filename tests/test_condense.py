@@ -358,3 +358,14 @@ def test_adaptive_weighting_gives_the_alignment_term_its_share_of_the_image_grad
     s.guide = Guide(GuideConfig(strategy="flip", weighting="adaptive", adv=0.5), _real(2), inv)
     out = s.synthesize(tiny_cnn())
     assert out.metrics["align_weight"] == s.guide.weight != 0.5
+
+
+def test_guide_options_are_checked_like_the_other_strategies_and_take_none_from_a_command_line():
+    from datafree.distill.engine import DistillConfig, method_configs
+
+    cfg = method_configs(DistillConfig(guide="g.npz", guide_opts={"noise_target": "none", "ratio": 1}))["guide"]
+    assert cfg.noise_target is None and cfg.ratio == 1.0 and isinstance(cfg.ratio, float)
+    with pytest.raises(DatafreeError, match="the guide has no option 'ratoi'"):
+        method_configs(DistillConfig(guide="g.npz", guide_opts={"ratoi": 0.2}))
+    with pytest.raises(DatafreeError, match="'ratio' must be float"):
+        method_configs(DistillConfig(guide="g.npz", guide_opts={"ratio": "none"}))  # not None-able: no conversion

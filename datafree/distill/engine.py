@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from datafree.config import checked_options, to_dict
+from datafree.config import make_checked, to_dict
 from datafree.data.augment import normalize, random_crop_flip
 from datafree.distill.kd import kd_loss
 from datafree.errors import DatafreeError
@@ -116,7 +116,7 @@ def method_configs(cfg: DistillConfig, guided: bool = False) -> dict:
     out = {"synthesizer": make_config(cfg.synthesizer, **cfg.synth),
            "replay": make_replay_config(cfg.replay, **cfg.replay_opts)}
     if cfg.guide or guided:
-        out["guide"] = GuideConfig(**checked_options(GuideConfig, cfg.guide_opts, "guide"))
+        out["guide"] = make_checked(GuideConfig, cfg.guide_opts, "the guide")
     return out
 
 

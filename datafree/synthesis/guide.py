@@ -127,10 +127,6 @@ class GuideConfig:
     noise_step: float = 0.02  # change of sigma per D update (0 -> 1 in 50 updates)
     noise_max: float = 4.0  # sigma's ceiling, in units of the guide features' RMS
 
-    def __post_init__(self) -> None:
-        if isinstance(self.noise_target, str) and self.noise_target.lower() in ("none", "off", "null"):
-            self.noise_target = None  # --guide-opt noise_target=none
-
 
 class FeatureDiscriminator(nn.Module):
     """Projection discriminator on penultimate features: D(f, y) = w . phi(f) + e_y . phi(f)."""
