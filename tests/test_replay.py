@@ -396,8 +396,11 @@ def _replay_snapshot(replay) -> dict:
         n = len(replay.bank)
         return {"x": replay.bank.data[:n].clone(), "logits": replay.bank.logits[:n].clone(),
                 "count": replay.bank.count, "calls": replay.calls}
-    return {**{k: v.clone() for k, v in replay.vae.state_dict().items()}, "codes": replay.codes.clone(),
-            "scales": replay.scales.clone(), "logits": replay.logits.clone(), "stamps": replay.stamps.clone(),
+    def c(t):  # the pool is None before a freeze
+        return t.clone() if t is not None else None
+
+    return {**{k: v.clone() for k, v in replay.vae.state_dict().items()}, "codes": c(replay.codes),
+            "scales": c(replay.scales), "logits": c(replay.logits), "stamps": c(replay.stamps), "frozen": replay.frozen,
             "updates": replay.updates, "calls": replay.calls, "offered": replay.offered,
             **{f"prior_{k}": v.clone() for k, v in (replay.prior.state() if replay.prior else {}).items()},
             "exp_avg": [s["exp_avg"].clone() for s in replay.opt.state.values()]}
@@ -405,7 +408,10 @@ def _replay_snapshot(replay) -> dict:
 
 @pytest.mark.parametrize("replay,opts", [("memory-bank", {"capacity": 40}),
                                          ("vae", {"min_updates": 1, "pool": 16, "fresh": 8, "prior": "fitted"}),
-                                         ("vae", {"min_updates": 1, "pool": 24, "codes": "encoded", "code_bits": 4})])
+                                         ("vae", {"min_updates": 1, "pool": 24, "codes": "encoded", "code_bits": 4}),
+                                         # budget-driven: the VAE's cosine lr and its freeze past the resume point
+                                         ("vae", {"min_updates": 1, "pool": 24, "codes": "encoded", "code_bits": 4,
+                                                  "schedule": "cosine", "freeze": 0.6})])
 def test_resume_restores_the_replay_state_exactly(tmp_path, monkeypatch, replay, opts):
     from datafree.distill.engine import DistillConfig, Distiller
     from datafree.models import ModelMeta

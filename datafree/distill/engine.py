@@ -272,9 +272,10 @@ class Distiller:
         self.student.train()
         losses, lr = [], self.cfg.lr
         for step in range(cfg.kd_steps):
+            # before the synthesis, whose replay update reads it (a resumed run has no previous step's value)
+            self.budget_progress = self._progress(step)
             if step % cfg.synth_every == 0 and not self.synth_off:
                 self._synthesize(acc)
-            self.budget_progress = self._progress(step)
             lr = 0.5 * cfg.lr * (1 + math.cos(math.pi * self.budget_progress))
             for g in self.opt.param_groups:
                 g["lr"] = lr
