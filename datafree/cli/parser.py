@@ -269,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--samples-per-class", type=_pos, default=128, help="images per user class (default 128)")
     r.add_argument("--prune-opt", type=_kv, action="append", default=[], metavar="KEY=VALUE",
                    help="any other CRISP option, repeatable: kd_weight, temperature, batch_size, momentum, "
-                        "weight_decay, srste_decay, bn_recalibrate=false, skip='[\"fc\"]' (layers left dense)")
+                        "weight_decay, srste_decay, bn_recalibrate=false, skip=layer3.2.conv2,linear (layers left "
+                        "dense, by module name)")
     r.add_argument("--data", default="synthetic",
                    help="'synthetic' (default: inverted from the model, no real data), real labelled data (npz / "
                         "folder: up to --samples-per-class images of each user class, every one of which must be "

@@ -82,6 +82,8 @@ class CRISPConfig:
     skip: list[str] = field(default_factory=list)  # module names left dense
 
     def __post_init__(self) -> None:
+        if isinstance(self.skip, str):  # skip=a,b from a command line: names, not one substring
+            self.skip = [n.strip() for n in self.skip.split(",") if n.strip()]
         if not 0 < self.n < self.m:
             raise DatafreeError(f"N:M needs 0 < N < M, got {self.n}:{self.m}")
         if not 0.0 <= self.block_sparsity < 1.0:
@@ -95,14 +97,19 @@ class CRISPConfig:
 
 
 def _prunable(model: nn.Module, cfg: CRISPConfig) -> tuple[list[tuple[str, nn.Module]], set[str], set[str]]:
-    """(layers, N:M layer names, block layer names).  First layer dense; last layer N:M only."""
+    """(layers, N:M layer names, block layer names).  The model's first layer dense, its last N:M only (whatever
+    ``skip`` leaves dense besides)."""
     layers = [(n, m) for n, m in model.named_modules()
-              if isinstance(m, (nn.Conv2d, nn.Linear)) and getattr(m, "groups", 1) == 1 and n not in cfg.skip]
+              if isinstance(m, (nn.Conv2d, nn.Linear)) and getattr(m, "groups", 1) == 1]
     if len(layers) < 2:
         raise DatafreeError("the model has fewer than two prunable Conv2d/Linear layers")
+    unknown = [n for n in cfg.skip if n not in dict(layers)]
+    if unknown:
+        raise DatafreeError(f"skip names '{unknown[0]}', not one of the model's Conv2d/Linear layers (its first "
+                            f"'{layers[0][0]}', its last '{layers[-1][0]}')")
     body = layers[1:]
-    nm = {n for n, m in body if nm_ok(m.weight, cfg.m)}
-    blk = {n for n, m in body[:-1] if block_ok(m.weight, cfg.block)}
+    nm = {n for n, m in body if n not in cfg.skip and nm_ok(m.weight, cfg.m)}
+    blk = {n for n, m in body[:-1] if n not in cfg.skip and block_ok(m.weight, cfg.block)}
     return layers, nm, blk
 
 
