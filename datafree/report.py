@@ -124,7 +124,8 @@ def write_report(run: RunDir, report: dict, history: list[dict], title: str) -> 
         var = f"{r['var_accuracy'] * 1e4:.2f} pt²" if r.get("var_accuracy") is not None else "-"
         lines.append(f"| {name} ({r.get('arch', '?')}) | {r.get('params', 0):,} | {pct['last']} | "
                      f"{pct['mean_accuracy']} | {var} | {pct['max_drawdown']} |")
-    lines += ["", f"- synthetic images/s: {s.get('synthetic_images_per_s', 0):.1f}; student images/s: "
+    lines += ["", "- max drawdown: the largest fall between two consecutive evaluations (not peak to trough)",
+              f"- synthetic images/s: {s.get('synthetic_images_per_s', 0):.1f}; student images/s: "
               f"{s.get('student_images_per_s', 0):.1f}",
               f"- rounds with suspected generator collapse: {s.get('collapse_rounds', 0)}", ""]
     if has_plot:

@@ -98,7 +98,8 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 
 def summarize(history: list[dict]) -> dict:
-    """Accuracy over the run: last, mean (expected accuracy at a random stop), variance, max drawdown."""
+    """Accuracy over the run: last, mean (expected accuracy at a random stop), variance, max drawdown (as the
+    replay issue defines it: the largest fall between two consecutive evaluations, not peak to trough)."""
     acc = [h["accuracy"] for h in history if h.get("accuracy") is not None]
     if not acc:
         return {}
