@@ -581,6 +581,8 @@ def test_onnx_incompatible_settings_and_a_finished_run_are_refused_before_calibr
             datafree.quantize(teacher, QuantConfig(**opts), calib=x, input_shape=(3, 8, 8), num_classes=4,
                               onnx=True, out=str(tmp_path / "o"), progress=False)
         assert not (tmp_path / "o" / "calib.safetensors").exists()
+    with pytest.raises(DatafreeError, match="give out="):  # the ONNX files have nowhere to go
+        datafree.quantize(teacher, calib=x, input_shape=(3, 8, 8), num_classes=4, onnx=True, progress=False)
     datafree.quantize(teacher, calib=x, input_shape=(3, 8, 8), num_classes=4, out=str(tmp_path / "q"), progress=False)
     report = (tmp_path / "q" / "report.md").read_text()
     assert "the first and last layers: 0 int8 x uint8" in report and "widens them, never narrows" in report

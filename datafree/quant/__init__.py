@@ -1,8 +1,9 @@
 """Post-training quantization with integer and minifloat formats, calibrated on synthetic (default) or
 real data.
 
-    qmodel, info = datafree.quantize(model, QuantConfig(weights="int4", activations="fp8_e4m3",
-                                                        algorithms=["gptq", "bias_correction"]), calib=x)
+    res = datafree.quantize(model, QuantConfig(weights="int4", activations="fp8_e4m3",
+                                               algorithms=["gptq", "bias_correction"]), calib=x)
+    res.model, res.report           # the fake-quantized model (BN folded) and what was done and measured
 
 Pipeline (``quantize``): fold BatchNorm, wrap every Conv2d/Linear in a ``QuantLayer`` (first and last
 layers at ``edge_bits`` of the same family), then the selected algorithms in a fixed order:

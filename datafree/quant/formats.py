@@ -1,6 +1,6 @@
 """Number formats for quantization: integers and minifloats (ExMy).
 
-``IntFormat(bits, signed, symmetric)``: two's-complement (or unsigned) integers of 2-8 bits; symmetric
+``IntFormat(bits, signed, symmetric)``: two's-complement (or unsigned) integers of 2-16 bits; symmetric
 formats have a zero-point of 0, asymmetric ones an integer zero-point.
 
 ``MinifloatFormat(e, m, bias, subnormals, saturating, nan)``: a sign bit, ``e`` exponent bits and ``m``

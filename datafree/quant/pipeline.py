@@ -104,6 +104,8 @@ def quantize(model: nn.Module | str, config=None, calib=None, *, weights: str | 
         cfg = dataclasses.replace(config, **options)
     cfg.check()  # a bad algorithm, option or format fails before minutes of calibration
     if onnx:
+        if not out:  # the ONNX files go into the run directory
+            raise DatafreeError("onnx=True writes the ONNX models into the run directory: give out=...")
         cfg.check_onnx()
     model = as_model(model, weights, num_classes).eval()
     meta = model_meta(model, input_shape, num_classes, mean, std)
