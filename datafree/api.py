@@ -207,7 +207,7 @@ def condense(data, *, ipc: int = 10, budget: str | None = "25m", iterations: int
     run.reset_metrics()
     t0 = time.time()
     syn, hist = run_condense(ds, cfg, progress, run.log_metrics)
-    if hist and hist[-1]["iteration"] % 10:  # metrics.jsonl holds every 10th iteration and the last
+    if hist and hist[-1]["iteration"] % 10:  # metrics.jsonl holds the first, every 10th and the last iteration
         run.log_metrics(hist[-1])
     save_npz(syn, run.file("condensed.npz"))
     from datafree.report import plot_series, save_grid, write_markdown

@@ -166,6 +166,10 @@ def test_mistyped_option_values_are_one_line_errors(capsys, tmp_path):
     assert_one_line_error(code, err, "option 'g_steps' must be int, got 'abc'")
     code, err = run_main(capsys, *_distill(tmp_path, "--replay-opt", "ratio=true"))
     assert_one_line_error(code, err, "option 'ratio' must be float")
+    code, err = run_main(capsys, *_distill(tmp_path, "--bf16", "on", "--no-bf16"))
+    assert_one_line_error(code, err, "--bf16 on and --no-bf16 disagree")
+    code, err = run_main(capsys, *_distill(tmp_path, "--guide-opt", "ratoi=0.2", "--guide", "g.npz"))
+    assert_one_line_error(code, err, "the guide has no option 'ratoi'")
 
 
 def test_a_run_directory_is_neither_overwritten_nor_resumed_with_other_settings(capsys, tmp_path):

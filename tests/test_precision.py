@@ -61,7 +61,7 @@ def test_deterministic_runs_keep_the_bn_statistics_term_eager():
     assert eng.inverter.hooks[0].fusing.allowed
 
 
-def test_deterministic_runs_use_one_thread_and_give_the_callers_threads_back():
+def test_deterministic_runs_use_one_thread_and_give_the_callers_threads_and_algorithms_back():
     # with two threads 7 of 95 processes took another path from the first synthesis call on (README)
     import torch
 
@@ -75,6 +75,7 @@ def test_deterministic_runs_use_one_thread_and_give_the_callers_threads_back():
         cfg = DistillConfig(rounds=1, batch_size=8, kd_steps=2, deterministic=True)
         res = Distiller(trained_tiny_teacher(), tiny_cnn(), meta, cfg, progress=False).run_loop()
         assert res.summary["threads"] == 1 and torch.get_num_threads() == 2
+        assert not torch.are_deterministic_algorithms_enabled()  # the caller's setting back too
         cfg = DistillConfig(rounds=1, batch_size=8, kd_steps=2)
         res = Distiller(trained_tiny_teacher(), tiny_cnn(), meta, cfg, progress=False).run_loop()
         assert res.summary["threads"] == 2

@@ -17,6 +17,8 @@ def distill(a: argparse.Namespace) -> None:
     opts = {k: v for k, v in given.items() if v is not None}
     if a.novel_window:
         opts["novel_window"] = a.novel_window
+    if a.no_bf16 and a.bf16 == "on":
+        raise DatafreeError("--bf16 on and --no-bf16 disagree: give one")
     for flag, key in ((a.no_bf16, "bf16"), (a.no_flip, "flip"), (a.no_teacher_cache, "cache_teacher")):
         if flag:
             opts[key] = False

@@ -166,7 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--ema", type=float, help="evaluate, report and save an exponential moving average of the "
                    "student's weights with this decay per step (e.g. 0.99; default: off, the last weights)")
     d.add_argument("--loss", choices=["kl", "l1"], help="KD loss: KL with temperature (default) or L1 on logits")
-    d.add_argument("--no-flip", action="store_true", help="no mirror augmentation (digits, text)")
+    d.add_argument("--no-flip", action="store_true",
+                   help="no mirror augmentation of the student's batches (digits, text); the generator's own "
+                        "crop + flip while inverting is its option augment (--synth-opt augment=false)")
     d.add_argument("--no-teacher-cache", action="store_true",
                    help="run the teacher on every augmented batch (random crop + flip) instead of caching its "
                    "logits per sample and its mirror")

@@ -70,7 +70,7 @@ class DistillConfig:
     temperature: float = 20.0
     loss: str = "kl"
     augment: bool = True
-    flip: bool = True  # mirror augmentation (off for digits and text)
+    flip: bool = True  # mirror augmentation of the student's batches (off for digits and text; not the inversion's)
     cache_teacher: bool = True  # teacher logits cached per sample (+ mirror): no teacher pass per step
     bf16: bool | str = "auto"  # bf16 autocast: auto (where the CPU runs it fast: datafree.precision), True, False
     channels_last: bool = True
@@ -375,16 +375,19 @@ class Distiller:
         return evaluate(model, self.eval_x, self.eval_y, bf16=self.bf16)["accuracy"]
 
     def run_loop(self, resume: bool = False) -> DistillResult:
-        """The run; ``deterministic`` runs on one intra-op thread, restored afterwards: with two, 7 of 95
-        processes took another path from the first warm-up synthesis call on (a race not traced; README)."""
+        """The run; ``deterministic`` runs deterministic algorithms on one intra-op thread, both restored
+        afterwards: with two, 7 of 95 processes took another path from the first warm-up synthesis call on (a
+        race not traced; README)."""
         if not self.cfg.deterministic:
             return self._run_loop(resume)
         threads = torch.get_num_threads()
+        algorithms = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
         torch.set_num_threads(1)
         try:
             return self._run_loop(resume)
         finally:
             torch.set_num_threads(threads)
+            torch.use_deterministic_algorithms(algorithms[0], warn_only=algorithms[1])
 
     def _run_loop(self, resume: bool) -> DistillResult:
         cfg = self.cfg
