@@ -18,7 +18,7 @@ from datafree.distill.supervised import TrainConfig, train_supervised
 from datafree.errors import DatafreeError
 from datafree.evaluate import eval_tensors, evaluate, evaluate_dataset  # noqa: F401  (evaluate_dataset: the API)
 from datafree.machine import cpu_model, machine_info  # noqa: F401  (cpu_model: for the benchmarks)
-from datafree.models import as_model, check_model, fixed_input_shape, meta_record, model_meta
+from datafree.models import as_model, check_model, data_meta, fixed_input_shape, meta_record, model_meta
 from datafree.precision import resolve_bf16
 from datafree.prune.pipeline import PruneResult, prune  # noqa: F401  (the API of `datafree prune`)
 from datafree.quant.pipeline import QuantResult, export_report, quantize, sweep  # noqa: F401  (quantize, sweep)
@@ -150,12 +150,7 @@ def train(model: nn.Module | str, data, *, epochs: int = 10, out: str | None = N
     model = as_model(model, None, num_classes)
     ds = load_dataset(str(data)) if isinstance(data, (str, os.PathLike)) else data
     nc = num_classes or getattr(getattr(model, "datafree_meta", None), "num_classes", None) or int(ds.y.max()) + 1
-    fixed = fixed_input_shape(model)  # a zoo model's input shape is fixed: the data must fit it, as in evaluate
-    meta = model_meta(model, input_shape or (None if fixed else tuple(ds.x.shape[1:])), nc, mean, std)
-    if tuple(ds.x.shape[1:]) != tuple(meta.input_shape):
-        raise DatafreeError(f"training images have shape {tuple(ds.x.shape[1:])} but "
-                            f"{meta.name if fixed else 'the model'} takes {tuple(meta.input_shape)}"
-                            + (": choose a model for this data (`datafree models`)" if fixed else ""))
+    meta = data_meta(model, tuple(ds.x.shape[1:]), "training images", input_shape, nc, mean, std)
     check_model(model, meta, "model")
     if int(ds.y.max()) >= meta.num_classes:
         raise DatafreeError(f"class-count mismatch: labels go up to {int(ds.y.max())} but the model has "

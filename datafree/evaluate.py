@@ -13,7 +13,7 @@ from torch import nn
 from datafree.data.augment import normalize
 from datafree.data.loaders import ImageSet, load_dataset
 from datafree.errors import DatafreeError
-from datafree.models import ModelMeta, as_model, fixed_input_shape, model_meta
+from datafree.models import ModelMeta, as_model, data_meta
 from datafree.precision import channels_last_works
 
 
@@ -96,11 +96,7 @@ def evaluate_dataset(model: nn.Module | str, data, *, weights: str | None = None
     pixels are normalised with the model's recorded mean/std (or the ones passed)."""
     model = as_model(model, weights, num_classes)
     ds = load_dataset(str(data)) if isinstance(data, (str, os.PathLike)) else data
-    fixed = fixed_input_shape(model)  # a zoo model knows its input shape; the data must fit it
-    meta = model_meta(model, input_shape or (None if fixed else tuple(ds.x.shape[1:])), num_classes, mean, std)
-    if tuple(ds.x.shape[1:]) != tuple(meta.input_shape):
-        raise DatafreeError(f"the data's images have shape {tuple(ds.x.shape[1:])} but the model takes "
-                            f"{tuple(meta.input_shape)}")
+    meta = data_meta(model, tuple(ds.x.shape[1:]), "the data's images", input_shape, num_classes, mean, std)
     x, y = eval_tensors(ds, meta)
     res = evaluate(model, x, y)
     if not math.isfinite(res["loss"]):

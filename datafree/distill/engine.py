@@ -39,7 +39,7 @@ from datafree.data.augment import normalize, random_crop_flip
 from datafree.distill.kd import kd_loss
 from datafree.errors import DatafreeError
 from datafree.evaluate import evaluate
-from datafree.io.budget import Budget, Stopwatch
+from datafree.io.budget import Budget, Stopwatch, cosine
 from datafree.models import ModelMeta
 from datafree.precision import resolve_bf16
 from datafree.progress import Progress
@@ -277,7 +277,7 @@ class Distiller:
             self.budget_progress = self._progress(step)
             if step % cfg.synth_every == 0 and not self.synth_off:
                 self._synthesize(acc)
-            lr = 0.5 * cfg.lr * (1 + math.cos(math.pi * self.budget_progress))
+            lr = cfg.lr * cosine(self.budget_progress)
             for g in self.opt.param_groups:
                 g["lr"] = lr
             t0 = time.perf_counter()

@@ -11,6 +11,7 @@ from torch import nn
 
 from datafree.data.augment import normalize, random_crop_flip
 from datafree.errors import DatafreeError
+from datafree.io.budget import cosine
 from datafree.progress import Progress
 
 
@@ -46,7 +47,7 @@ def train_supervised(model: nn.Module, x01: torch.Tensor, y: torch.Tensor, cfg: 
             if cfg.augment:
                 xb = random_crop_flip(xb, padding=max(1, xb.shape[-1] // 8), flip=cfg.flip)
             for g in opt.param_groups:
-                g["lr"] = 0.5 * cfg.lr * (1 + math.cos(math.pi * step / total))
+                g["lr"] = cfg.lr * cosine(step / total)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
                 out = model(normalize(xb, mean, std)).float()
             loss = F.cross_entropy(out, yb)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -22,6 +23,11 @@ def parse_duration(text: str | float | int) -> float:
     if not parts or "".join(f"{a}{b}" for a, b in parts) != s.replace(" ", ""):
         raise DatafreeError(f"cannot parse budget '{text}': use e.g. 90s, 15m, 1h30m")
     return sum(float(a) * _UNITS[b] for a, b in parts)
+
+
+def cosine(progress: float, floor: float = 0.0) -> float:
+    """The cosine schedule's factor at ``progress`` in [0, 1]: 1 at the start, ``floor`` at the end."""
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 @dataclass

@@ -132,6 +132,19 @@ def fixed_input_shape(model: nn.Module) -> tuple[int, ...] | None:
     return tuple(meta.input_shape) if meta is not None and not is_external(meta.name) else None
 
 
+def data_meta(model: nn.Module, data_shape: tuple[int, ...], what: str, input_shape=None, num_classes=None,
+              mean=None, std=None) -> ModelMeta:
+    """``model_meta`` for a model about to see images of ``data_shape``: a zoo model's fixed input shape (or an
+    explicit one) must be the data's, else one clear error about ``what`` ("training images")."""
+    fixed = fixed_input_shape(model)
+    meta = model_meta(model, input_shape or (None if fixed else tuple(data_shape)), num_classes, mean, std)
+    if tuple(data_shape) != tuple(meta.input_shape):
+        raise DatafreeError(f"{what} have shape {tuple(data_shape)} but {meta.name if fixed else 'the model'} takes "
+                            f"{tuple(meta.input_shape)}" + (": choose a model for this data (`datafree models`)"
+                                                            if fixed else ""))
+    return meta
+
+
 def model_meta(model: nn.Module, input_shape=None, num_classes=None, mean=None, std=None) -> ModelMeta:
     """Merge what the zoo recorded with what the caller passed (explicit arguments win)."""
     meta: ModelMeta | None = getattr(model, "datafree_meta", None)
@@ -216,9 +229,9 @@ def load_weights(model: nn.Module, path: str | os.PathLike, name: str | None = N
     return model
 
 
-__all__ = ["Generator", "KNOWN_CHECKPOINTS", "MODELS", "ModelMeta", "ModelSpec", "create_model", "fixed_input_shape",
-           "is_external",
-           "list_models", "load_weights", "model_meta", "read_state_dict", "sha256_file"]
+__all__ = ["Generator", "KNOWN_CHECKPOINTS", "MODELS", "ModelMeta", "ModelSpec", "create_model", "data_meta",
+           "fixed_input_shape", "is_external", "list_models", "load_weights", "model_meta", "read_state_dict",
+           "sha256_file"]
 
 
 def as_model(model: nn.Module | str, weights: str | None = None, num_classes: int | None = None) -> nn.Module:

@@ -40,7 +40,6 @@ Choices were made on the fine-tuning loss on synthetic images, never on held-out
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -52,7 +51,7 @@ from torch.nn.utils import parametrize
 from datafree.data.augment import random_crop_flip
 from datafree.distill.kd import kd_loss
 from datafree.errors import DatafreeError
-from datafree.io.budget import Stopwatch, parse_duration
+from datafree.io.budget import Stopwatch, cosine, parse_duration
 from datafree.precision import channels_last_works
 from datafree.progress import Progress
 from datafree.prune.sparsity import Masked, block_mask, block_ok, block_scores, is_nm, nm_mask, nm_ok
@@ -213,7 +212,7 @@ class CRISP:
                 frac = (min(1.0, clock.elapsed / budget_s) if budget_s is not None
                         else (phase + steps / cfg.iterations) / phases)
                 for group in opt.param_groups:  # cosine over the whole run
-                    group["lr"] = 0.5 * cfg.lr * (1 + math.cos(math.pi * frac))
+                    group["lr"] = cfg.lr * cosine(frac)
                 loss = self._step(model, teacher, x, opt, update=phase > 0)
                 losses.append(loss)
                 for n, w in dense.items():

@@ -96,7 +96,6 @@ encoded samples, further from the paper than the default, and two seeds do not m
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,12 +104,13 @@ import torch
 import torch.nn.functional as F
 
 from datafree.errors import DatafreeError
+from datafree.io.budget import cosine
 from datafree.models.vae import ConvVAE, kl_divergence
 from datafree.replay.base import ReplayContext
 from datafree.replay.latent import LatentPrior, dequantize_codes, quantize_codes
 from datafree.replay.memory_bank import reservoir_slots
 from datafree.synthesis.base import finite
-from datafree.synthesis.pool import SamplePool, last_writes
+from datafree.synthesis.pool import SamplePool, last_writes, sample_indices
 
 
 @dataclass
@@ -302,7 +302,7 @@ class VAEReplay:
     def _lr(self, progress: float) -> float:
         if self.cfg.schedule == "constant":
             return self.cfg.lr
-        return self.cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+        return self.cfg.lr * cosine(progress, floor=0.1)
 
     def observe(self, images01: torch.Tensor, logits: torch.Tensor | None, progress: float) -> dict:
         cfg = self.cfg
@@ -347,8 +347,7 @@ class VAEReplay:
         return metrics
 
     def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        m = len(self.codes)
-        idx = torch.randperm(m)[:n] if n <= m else torch.randint(m, (n,))
+        idx = sample_indices(len(self.codes), n)
         logits = self.logits[idx].float() if self.logits is not None else None
         return self.decode(self.codes[idx], self.scales[idx]), logits
 

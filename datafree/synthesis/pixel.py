@@ -11,7 +11,6 @@ Much slower than the generator (no amortisation), kept for comparison.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from datafree.data.augment import random_crop_flip
+from datafree.io.budget import cosine
 from datafree.synthesis.base import (
     InversionSynthesizer,
     SynthBatch,
@@ -59,7 +59,7 @@ class PixelSynthesizer(InversionSynthesizer):
         w = None  # L_FA's weight, set at the first iteration
         for it in range(cfg.iterations):
             for g in opt.param_groups:  # cosine decay, as in the reference implementation
-                g["lr"] = 0.5 * cfg.lr * (1 + math.cos(math.pi * it / cfg.iterations))
+                g["lr"] = cfg.lr * cosine(it / cfg.iterations)
             x = torch.sigmoid(v)
             xa = random_crop_flip(x, padding=2)
             t, l_align = self._teacher_pass(xa, y)

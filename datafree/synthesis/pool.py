@@ -23,6 +23,11 @@ import torch
 from datafree.io.atomic import atomic_write_bytes
 
 
+def sample_indices(size: int, n: int) -> torch.Tensor:
+    """n random indices below ``size``: without replacement when there are enough, else with it."""
+    return torch.randperm(size)[:n] if n <= size else torch.randint(size, (n,))
+
+
 class SamplePool:
     def __init__(self, capacity: int, shape: tuple[int, ...]) -> None:
         if capacity < 1:
@@ -116,8 +121,7 @@ class SamplePool:
         cached logits if the pool has them."""
         if self.size == 0:
             raise RuntimeError("cannot sample from an empty pool")
-        idx = torch.randperm(self.size)[:n] if n <= self.size else torch.randint(self.size, (n,))
-        return self.get(idx)
+        return self.get(sample_indices(self.size, n))
 
     def get(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.data[idx].float().div_(255.0), (self.logits[idx] if self.logits is not None else None)
