@@ -24,6 +24,7 @@ from datafree.prune.pipeline import PruneResult, prune  # noqa: F401  (the API o
 from datafree.quant.pipeline import QuantResult, export_report, quantize, sweep  # noqa: F401  (quantize, sweep)
 from datafree.report import write_report
 from datafree.run import RunDir
+from datafree.types import Data, EvalData, Floats, Shape
 
 # what a resumed run may change: the budget, speed settings, held-out data, and the learning rate (the way on after a
 # NaN loss stopped a run: the cosine schedule is recomputed from it every step)
@@ -35,12 +36,13 @@ def _params(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 
 
-def distill(teacher: nn.Module | str, student: nn.Module | str, input_shape=None, num_classes: int | None = None,
-            budget: str | None = "10m", rounds: int | None = None, seed: int = 0, *, teacher_weights: str | None = None,
-            mean=None, std=None, eval_data=None, out: str | None = None, resume: bool = False,
+def distill(teacher: nn.Module | str, student: nn.Module | str, input_shape: Shape | None = None,
+            num_classes: int | None = None, budget: str | None = "10m", rounds: int | None = None, seed: int = 0, *,
+            teacher_weights: str | None = None, mean: Floats | None = None, std: Floats | None = None,
+            eval_data: EvalData | None = None, out: str | None = None, resume: bool = False,
             synthesizer: str = "generator", synth: dict | None = None, replay: str = "memory-bank",
-            replay_opts: dict | None = None, guide=None, guide_opts: dict | None = None, progress: bool = True,
-            **options) -> DistillResult:
+            replay_opts: dict | None = None, guide: Data | None = None, guide_opts: dict | None = None,
+            progress: bool = True, **options) -> DistillResult:
     """Data-free KD: invert ``teacher`` into synthetic images and train ``student`` on them.
 
     ``synth`` holds options of the synthesizer's config (``GeneratorConfig``, ``PixelConfig``), ``replay``
@@ -111,7 +113,7 @@ def distill(teacher: nn.Module | str, student: nn.Module | str, input_shape=None
     return res
 
 
-def _distill_cfg(synthesizer: str, synth: dict | None, replay: str, replay_opts: dict | None, guide,
+def _distill_cfg(synthesizer: str, synth: dict | None, replay: str, replay_opts: dict | None, guide: Data | None,
                  guide_opts: dict | None, options: dict) -> DistillConfig:
     """``distill``'s arguments as its config (a guide given as a path is recorded; one given in memory is not)."""
     return DistillConfig(synthesizer=synthesizer, synth=dict(synth or {}), replay=replay,
@@ -121,7 +123,8 @@ def _distill_cfg(synthesizer: str, synth: dict | None, replay: str, replay_opts:
 
 
 def distill_config(*, synthesizer: str = "generator", synth: dict | None = None, replay: str = "memory-bank",
-                   replay_opts: dict | None = None, guide=None, guide_opts: dict | None = None, **options) -> dict:
+                   replay_opts: dict | None = None, guide: Data | None = None, guide_opts: dict | None = None,
+                   **options) -> dict:
     """The configs a ``distill`` call with these arguments resolves to, defaults filled in, without building a
     model (the ``distill``, ``synthesizer``, ``replay`` and ``guide`` sections of its run's config): what a
     kept benchmark row is checked against before it is reused.  Arguments that are not settings (teacher,
@@ -142,9 +145,9 @@ def _data_used(engine: Distiller) -> str:
     return f"guide samples that {role}: {g.describe()}"
 
 
-def train(model: nn.Module | str, data, *, epochs: int = 10, out: str | None = None, eval_data=None,
-          num_classes: int | None = None, input_shape=None, mean=None, std=None, progress: bool = True,
-          **options) -> dict:
+def train(model: nn.Module | str, data: Data, *, epochs: int = 10, out: str | None = None,
+          eval_data: EvalData | None = None, num_classes: int | None = None, input_shape: Shape | None = None,
+          mean: Floats | None = None, std: Floats | None = None, progress: bool = True, **options) -> dict:
     """Supervised training on real labelled data (npz / folder / 'mnist5k' / ImageSet)."""
     torch.manual_seed(options.get("seed", 0))
     model = as_model(model, None, num_classes)
@@ -186,7 +189,7 @@ def train(model: nn.Module | str, data, *, epochs: int = 10, out: str | None = N
     return result
 
 
-def condense(data, *, ipc: int = 10, budget: str | None = "25m", iterations: int | None = None, out: str,
+def condense(data: Data, *, ipc: int = 10, budget: str | None = "25m", iterations: int | None = None, out: str,
              seed: int = 0, progress: bool = True, **options) -> dict:
     """Dataset condensation by Distribution Matching (the data owner's side): ``ipc`` images per class from
     labelled ``data`` (npz / folder / ImageSet); writes ``out``/condensed.npz (the ../shared npz format),

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 
 def to_dict(obj: Any) -> Any:
@@ -62,7 +64,7 @@ def _load_own(text: str) -> dict:
     return root
 
 
-def make_strategy_config(registry: dict, kind: str, name: str, overrides: dict):
+def make_strategy_config(registry: dict, kind: str, name: str, overrides: dict) -> Any:
     """The config dataclass registered under ``name`` (registry: name -> (config class, implementation)),
     built from ``overrides``; unknown names and options are one clear error."""
     from datafree.errors import DatafreeError
@@ -72,7 +74,7 @@ def make_strategy_config(registry: dict, kind: str, name: str, overrides: dict):
     return make_checked(registry[name][0], overrides, f"{kind} '{name}'")
 
 
-def make_checked(cls, options: dict, what: str):
+def make_checked(cls: type[_T], options: dict, what: str) -> _T:
     """Dataclass ``cls`` built from ``options``: an unknown option or a mistyped value is one clear error."""
     from datafree.errors import DatafreeError
 
@@ -110,7 +112,7 @@ def checked_options(cls, options: dict, what: str) -> dict:
     return out
 
 
-def from_dict(cls, data: dict):
+def from_dict(cls: type[_T], data: dict) -> _T:
     """Build dataclass ``cls`` from ``data``, recursing into dataclass-typed fields."""
     kwargs = {}
     hints = {f.name: f for f in dataclasses.fields(cls)}

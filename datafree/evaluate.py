@@ -15,6 +15,7 @@ from datafree.data.loaders import ImageSet, load_dataset
 from datafree.errors import DatafreeError
 from datafree.models import ModelMeta, as_model, data_meta
 from datafree.precision import channels_last_works
+from datafree.types import Data, EvalData, Floats, Shape
 
 
 def _batch(x: torch.Tensor, i: int, batch_size: int, channels_last: bool) -> torch.Tensor:
@@ -69,7 +70,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return {"accuracy": correct / max(1, len(x)), "loss": loss_sum / max(1, len(x)), "n": len(x)}
 
 
-def eval_tensors(data, meta: ModelMeta) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
+def eval_tensors(data: EvalData | None, meta: ModelMeta) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
     """Held-out data -> (x in the model input space, y); accepts a path, an ImageSet or (x, y)."""
     if data is None:
         return None, None
@@ -90,8 +91,8 @@ def eval_tensors(data, meta: ModelMeta) -> tuple[torch.Tensor, torch.Tensor] | t
     return x, y
 
 
-def evaluate_dataset(model: nn.Module | str, data, *, weights: str | None = None, num_classes: int | None = None,
-                     input_shape=None, mean=None, std=None) -> dict:
+def evaluate_dataset(model: nn.Module | str, data: Data, *, weights: str | None = None, num_classes: int | None = None,
+                     input_shape: Shape | None = None, mean: Floats | None = None, std: Floats | None = None) -> dict:
     """Accuracy of ``model`` on labelled data given as a path (npz / folder / mnist5k:test) or ImageSet;
     pixels are normalised with the model's recorded mean/std (or the ones passed)."""
     model = as_model(model, weights, num_classes)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from datafree.data.loaders import ImageSet
 from datafree.io.atomic import atomic_write_text
 from datafree.run import RunDir
+from datafree.types import PathLike
 
 
-def plot_accuracy(history: list[dict], path, title: str = "held-out accuracy over the run") -> bool:
+def plot_accuracy(history: list[dict], path: PathLike, title: str = "held-out accuracy over the run") -> bool:
     return plot_runs({"": history}, path, title)
 
 
-def plot_runs(histories: dict[str, list[dict]], path, title: str = "held-out accuracy over the run") -> bool:
+def plot_runs(histories: dict[str, list[dict]], path: PathLike, title: str = "held-out accuracy over the run") -> bool:
     """Accuracy over method time, one line per named run (a legend when there are several)."""
     curves = {name: [(h["elapsed_s"] / 60, h["accuracy"]) for h in hist if h.get("accuracy") is not None]
               for name, hist in histories.items()}
@@ -33,7 +35,7 @@ def plot_runs(histories: dict[str, list[dict]], path, title: str = "held-out acc
     return True
 
 
-def plot_series(rows: list[dict], x: str, ys: list[str], path, title: str, log_y: bool = False,
+def plot_series(rows: list[dict], x: str, ys: list[str], path: PathLike, title: str, log_y: bool = False,
                 bars: bool = False) -> bool:
     """Columns ``ys`` of ``rows`` against column ``x`` (as lines, or bars), one PNG; False without matplotlib or
     data."""
@@ -83,7 +85,7 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, path, tight: bool = True, pad: float = 1.08) -> None:
+def save_figure(fig, path: PathLike, tight: bool = True, pad: float = 1.08) -> None:
     """Write a matplotlib figure atomically (temp file + rename) and close it."""
     import os
 
@@ -199,7 +201,7 @@ def write_quant_report(run: RunDir, report: dict) -> None:
     atomic_write_text(run.file("report.md"), "\n".join(lines))
 
 
-def save_grid(ds, path, per_row: int | None = None) -> bool:
+def save_grid(ds: ImageSet, path: PathLike, per_row: int | None = None) -> bool:
     """A PNG grid of an ImageSet, one row per class (as DC's visualisations)."""
     plt = pyplot()
     if plt is None:
@@ -255,7 +257,7 @@ def write_prune_report(run: RunDir, report: dict, history: list[dict]) -> None:
     atomic_write_text(run.file("report.md"), "\n".join(lines))
 
 
-def _plot_pruning(history: list[dict], path) -> bool:
+def _plot_pruning(history: list[dict], path: PathLike) -> bool:
     rows = [h for h in history if "accuracy" in h]
     if not rows:
         return False

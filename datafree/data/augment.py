@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -25,7 +27,7 @@ def random_crop_flip(x: torch.Tensor, padding: int = 4, flip: bool = True,
     return x
 
 
-def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
+def normalize(x: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> torch.Tensor:
     """[0, 1] pixels -> the model's input space (identity when mean/std are None)."""
     if mean is None or std is None:
         return x

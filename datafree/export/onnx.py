@@ -14,6 +14,7 @@ import copy
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,6 +24,9 @@ from torch import nn
 from datafree.errors import DatafreeError
 from datafree.quant.graph import InputQuant, _set
 from datafree.quant.quantizer import ActQuant, QuantLayer, onnx_int8_activations, onnx_int8_weights
+
+if TYPE_CHECKING:
+    import onnxruntime
 
 
 def _need(module: str):
@@ -118,7 +122,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: tuple[in
     return path
 
 
-def session(path: str | os.PathLike, threads: int | None = None):
+def session(path: str | os.PathLike, threads: int | None = None) -> onnxruntime.InferenceSession:
     ort = _need("onnxruntime")
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -127,7 +131,8 @@ def session(path: str | os.PathLike, threads: int | None = None):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def run_onnx(path_or_session, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+def run_onnx(path_or_session: str | os.PathLike | onnxruntime.InferenceSession, x: torch.Tensor,
+             batch_size: int = 256) -> torch.Tensor:
     sess = session(path_or_session) if isinstance(path_or_session, (str, os.PathLike)) else path_or_session
     name = sess.get_inputs()[0].name
     outs = [sess.run(None, {name: x[i : i + batch_size].numpy().astype(np.float32)})[0]

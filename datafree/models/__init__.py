@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,8 +132,9 @@ def fixed_input_shape(model: nn.Module) -> tuple[int, ...] | None:
     return tuple(meta.input_shape) if meta is not None and not is_external(meta.name) else None
 
 
-def data_meta(model: nn.Module, data_shape: tuple[int, ...], what: str, input_shape=None, num_classes=None,
-              mean=None, std=None) -> ModelMeta:
+def data_meta(model: nn.Module, data_shape: tuple[int, ...], what: str, input_shape: Sequence[int] | None = None,
+              num_classes: int | None = None, mean: Sequence[float] | None = None,
+              std: Sequence[float] | None = None) -> ModelMeta:
     """``model_meta`` for a model about to see images of ``data_shape``: a zoo model's fixed input shape (or an
     explicit one) must be the data's, else one clear error about ``what`` ("training images")."""
     fixed = fixed_input_shape(model)
@@ -145,7 +146,8 @@ def data_meta(model: nn.Module, data_shape: tuple[int, ...], what: str, input_sh
     return meta
 
 
-def model_meta(model: nn.Module, input_shape=None, num_classes=None, mean=None, std=None) -> ModelMeta:
+def model_meta(model: nn.Module, input_shape: Sequence[int] | None = None, num_classes: int | None = None,
+               mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> ModelMeta:
     """Merge what the zoo recorded with what the caller passed (explicit arguments win)."""
     meta: ModelMeta | None = getattr(model, "datafree_meta", None)
     shape = tuple(input_shape) if input_shape else (meta.input_shape if meta else None)

@@ -25,11 +25,11 @@ class Pruner(Protocol):
 PRUNERS = {"crisp": (CRISPConfig, CRISP)}
 
 
-def make_pruner_config(name: str, **overrides):
+def make_pruner_config(name: str, **overrides) -> CRISPConfig:
     return make_strategy_config(PRUNERS, "pruner", name, overrides)
 
 
-def build_pruner(name: str, cfg) -> Pruner:
+def build_pruner(name: str, cfg: CRISPConfig) -> Pruner:
     return PRUNERS[name][1](cfg)
 
 

@@ -17,6 +17,7 @@ from datafree.errors import DatafreeError
 from datafree.prune import build_pruner, make_pruner_config
 from datafree.prune.crisp import sparsity_stats
 from datafree.prune.sparsity import pattern_bits
+from datafree.types import Data, EvalData, Floats, Shape
 
 
 @dataclasses.dataclass
@@ -96,9 +97,10 @@ def _check_classes(model: nn.Module, x: torch.Tensor, classes: list[int], source
 
 
 def prune(model: nn.Module | str, *, classes: list[int] | None = None, method: str = "crisp",
-          weights: str | None = None, data=None, eval_data=None, out: str | None = None,
-          num_classes: int | None = None, input_shape=None, mean=None, std=None, seed: int = 0,
-          progress: bool = True, resume: bool = False, **options) -> PruneResult:
+          weights: str | None = None, data: Data | None = None, eval_data: EvalData | None = None,
+          out: str | None = None, num_classes: int | None = None, input_shape: Shape | None = None,
+          mean: Floats | None = None, std: Floats | None = None, seed: int = 0, progress: bool = True,
+          resume: bool = False, **options) -> PruneResult:
     """Prune ``model`` for the user's ``classes`` (CRISP: hybrid N:M + block sparsity; ``options`` are
     ``CRISPConfig`` fields).  ``data``: None / "synthetic" (default: images inverted from the model for
     those classes - data-free), or real labelled data (npz / folder), of which only the user's classes are

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 import torch
 from torch import nn
@@ -30,6 +31,9 @@ from datafree.quant.gptq import GPTQConfig, gptq
 from datafree.quant.graph import prepare, quant_layers, quantize_residuals, share_input_quantizers
 from datafree.quant.quantizer import QuantLayer, QuantSpec, onnx_int8_activations, onnx_int8_weights
 from datafree.quant.smoothquant import SmoothQuantConfig, smoothquant
+
+# the config of one algorithm of the recipe (``QuantConfig.algorithm_config``)
+AlgorithmConfig: TypeAlias = CLEConfig | SmoothQuantConfig | AdaRoundConfig | GPTQConfig | BiasCorrectionConfig
 
 ALGORITHMS = {  # in pipeline order
     "cle": (CLEConfig, cross_layer_equalization),
@@ -106,7 +110,7 @@ class QuantConfig:
                 raise DatafreeError(f"INT8 ONNX export needs 8-bit integer activations, not "
                                     f"{af.name if af else 'float'}{where}: quantize with --a int8, or drop --onnx")
 
-    def algorithm_config(self, name: str):
+    def algorithm_config(self, name: str) -> AlgorithmConfig:
         opts = {k2: v for k, o in self.options.items() if canonical_algorithm(k) == name for k2, v in o.items()}
         return make_strategy_config(ALGORITHMS, "quantization algorithm", name, opts)
 

@@ -30,7 +30,7 @@ def batches(x: torch.Tensor, size: int = 128) -> Iterator[torch.Tensor]:
 
 
 @contextlib.contextmanager
-def float_mode(model: nn.Module):
+def float_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Every QuantLayer runs in float (its smoothing, if any, stays: it cancels exactly)."""
     layers = [m for m in model.modules() if isinstance(m, QuantLayer)]
     saved = [(m.quant_act, m.quant_weight) for m in layers]

@@ -20,6 +20,7 @@ Algorithm 1).  Without it, the error updates would fill the pruned positions and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -69,8 +70,9 @@ def hessian(layer: QuantLayer, x: torch.Tensor, batch_size: int = 128) -> torch.
     return 2 * h / n
 
 
-def gptq_weight(w2: torch.Tensor, h: torch.Tensor, quant, damp: float = 0.01, act_order: bool = True,
-                block_size: int = 128, keep: torch.Tensor | None = None) -> torch.Tensor:
+def gptq_weight(w2: torch.Tensor, h: torch.Tensor, quant: Callable[[torch.Tensor, int], torch.Tensor],
+                damp: float = 0.01, act_order: bool = True, block_size: int = 128,
+                keep: torch.Tensor | None = None) -> torch.Tensor:
     """Algorithm 1 on a (rows x cols) weight with Hessian ``h``; ``quant(col, j)`` quantizes column j;
     where the boolean ``keep`` is False the weight is quantized to zero (a fixed sparsity mask)."""
     w = w2.double().clone()

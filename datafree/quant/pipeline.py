@@ -6,7 +6,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -20,6 +22,10 @@ from datafree.machine import machine_info
 from datafree.models import ModelMeta, as_model, check_model, model_meta, sha256_file
 from datafree.quant.graph import trace
 from datafree.run import RunDir, config_difference
+from datafree.types import Data, EvalData, Floats, PathLike, Shape
+
+if TYPE_CHECKING:
+    from datafree.quant import QuantConfig
 
 # settings a sweep may change between sittings of one directory: they add points, not change the old ones
 # (the paths may be spelt otherwise: the files are compared by content, as *_id)
@@ -43,8 +49,8 @@ class QuantResult:
     run_dir: str | None = None
 
 
-def calibration_data(calib, model: nn.Module, meta: ModelMeta, n: int, seed: int, progress: bool,
-                      label: str | None = None) -> tuple[torch.Tensor, str]:
+def calibration_data(calib: Data | torch.Tensor | None, model: nn.Module, meta: ModelMeta, n: int, seed: int,
+                     progress: bool, label: str | None = None) -> tuple[torch.Tensor, str]:
     """(calibration images in the model input space, a sentence saying where they came from: ``label`` or
     ``calib``'s path)."""
     from datafree.quant.calib import synthetic_calibration
@@ -67,7 +73,7 @@ def calibration_data(calib, model: nn.Module, meta: ModelMeta, n: int, seed: int
     return x, f"real: {len(idx)} images from {label or data_label(calib)} ({per_class_counts(ds.y[idx])})"
 
 
-def saved_calibration(path, meta: ModelMeta, n: int) -> tuple[torch.Tensor, str]:
+def saved_calibration(path: PathLike, meta: ModelMeta, n: int) -> tuple[torch.Tensor, str]:
     """A calibration set a quantize / sweep run saved (``calib.safetensors``): reused as it was made."""
     from datafree.io.safetensors import load_safetensors, read_metadata
 
@@ -88,8 +94,9 @@ def save_calibration(run: RunDir, x: torch.Tensor, desc: str) -> None:
     save_safetensors({"images": x.contiguous()}, run.file("calib.safetensors"), {"description": desc})
 
 
-def quantize(model: nn.Module | str, config=None, calib=None, *, weights: str | None = None,
-             num_classes: int | None = None, input_shape=None, mean=None, std=None, eval_data=None,
+def quantize(model: nn.Module | str, config: QuantConfig | None = None, calib: Data | torch.Tensor | None = None, *,
+             weights: str | None = None, num_classes: int | None = None, input_shape: Shape | None = None,
+             mean: Floats | None = None, std: Floats | None = None, eval_data: EvalData | None = None,
              out: str | None = None, calib_samples: int = 512, onnx: bool = False, seed: int = 0,
              progress: bool = True, **options) -> QuantResult:
     """Post-training quantization of ``model`` with ``config`` (a ``QuantConfig``; ``options`` are its
@@ -168,7 +175,8 @@ def quantize(model: nn.Module | str, config=None, calib=None, *, weights: str | 
     return QuantResult(qmodel, report, str(run.path) if run else None)
 
 
-def export_report(model: nn.Module, qmodel: nn.Module, meta: ModelMeta, run: RunDir, ex, progress: bool = True) -> dict:
+def export_report(model: nn.Module, qmodel: nn.Module, meta: ModelMeta, run: RunDir, ex: torch.Tensor | None,
+                  progress: bool = True) -> dict:
     """FP32 and INT8 ONNX in the run dir, their agreement with the PyTorch models and their latency."""
     from datafree.export import compare_latency, export_onnx, run_onnx
 
@@ -191,11 +199,12 @@ def export_report(model: nn.Module, qmodel: nn.Module, meta: ModelMeta, run: Run
     return out
 
 
-def sweep(model: nn.Module | str, *, weights: str | None = None, eval_data=None, calib=None, w_bits=(3, 4, 5, 6, 7, 8),
-          a_bits=(4, 6, 8), exps: tuple[int, ...] = (2, 3), all_splits: bool = False,
+def sweep(model: nn.Module | str, *, weights: str | None = None, eval_data: EvalData | None = None,
+          calib: Data | torch.Tensor | None = None, w_bits: Sequence[int] = (3, 4, 5, 6, 7, 8),
+          a_bits: Sequence[int] = (4, 6, 8), exps: tuple[int, ...] = (2, 3), all_splits: bool = False,
           algorithms: list[list[str]] | None = None, eval_samples: int = 2000, calib_samples: int = 512,
-          out: str = "runs/sweep", num_classes: int | None = None, input_shape=None, mean=None, std=None,
-          seed: int = 0, progress: bool = True) -> list[dict]:
+          out: str = "runs/sweep", num_classes: int | None = None, input_shape: Shape | None = None,
+          mean: Floats | None = None, std: Floats | None = None, seed: int = 0, progress: bool = True) -> list[dict]:
     """Accuracy vs synthesized MAC cost over weight x activation formats x algorithms; writes
     ``out``/sweep.csv (Pareto points flagged) and ``out``/pareto.png.  ``eval_data`` is required (the
     accuracy axis); only its first ``eval_samples`` images (class-interleaved in ../shared) are used."""

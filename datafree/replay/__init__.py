@@ -30,11 +30,11 @@ REPLAYS = {
 }
 
 
-def make_replay_config(name: str, **overrides):
+def make_replay_config(name: str, **overrides) -> NoReplayConfig | MemoryBankConfig | VAEReplayConfig:
     return make_strategy_config(REPLAYS, "replay", name, overrides)
 
 
-def build_replay(name: str, cfg, ctx: ReplayContext) -> Replay:
+def build_replay(name: str, cfg: NoReplayConfig | MemoryBankConfig | VAEReplayConfig, ctx: ReplayContext) -> Replay:
     return REPLAYS[name][1](cfg, ctx)
 
 

@@ -68,20 +68,20 @@ class NoReplay:
     def __init__(self, cfg: object, ctx: ReplayContext) -> None:
         self.cfg = cfg
 
-    def observe(self, images01, logits, progress):
+    def observe(self, images01: torch.Tensor, logits: torch.Tensor | None, progress: float) -> dict:
         return {}
 
-    def sample(self, n):
+    def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise RuntimeError("no replay: nothing to sample")
 
     def footprint(self) -> dict:
         return {"bytes": 0}
 
-    def save(self, directory):
+    def save(self, directory: Path) -> dict:
         return {}
 
-    def load(self, directory, state):
+    def load(self, directory: Path, state: dict) -> None:
         pass
 
-    def prune(self, directory, state):
+    def prune(self, directory: Path, state: dict) -> None:
         pass

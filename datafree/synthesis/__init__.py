@@ -24,7 +24,7 @@ class NoSynthConfig:
 class NoSynthesizer:
     supports_guide = False  # makes nothing to guide; the engine feeds the guide samples to the student
 
-    def __init__(self, cfg: NoSynthConfig, inverter: TeacherInverter, input_shape) -> None:
+    def __init__(self, cfg: NoSynthConfig, inverter: TeacherInverter, input_shape: tuple[int, ...]) -> None:
         self.cfg, self.guide = cfg, None
 
     def synthesize(self, student, adversarial: bool = True) -> SynthBatch:
@@ -44,11 +44,12 @@ SYNTHESIZERS = {
 }
 
 
-def make_config(name: str, **overrides):
+def make_config(name: str, **overrides) -> GeneratorConfig | PixelConfig | NoSynthConfig:
     return make_strategy_config(SYNTHESIZERS, "synthesizer", name, overrides)
 
 
-def build_synthesizer(name: str, cfg, inverter: TeacherInverter, input_shape) -> Synthesizer:
+def build_synthesizer(name: str, cfg: GeneratorConfig | PixelConfig | NoSynthConfig, inverter: TeacherInverter,
+                      input_shape: tuple[int, ...]) -> Synthesizer:
     return SYNTHESIZERS[name][1](cfg, inverter, input_shape)
 
 

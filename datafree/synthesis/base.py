@@ -7,6 +7,7 @@ import contextlib
 import functools
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -17,6 +18,7 @@ from torch import nn
 from datafree.data.augment import normalize
 from datafree.errors import DatafreeError
 from datafree.precision import compile_or_none, resolve_bf16
+from datafree.types import Floats
 
 
 @dataclass
@@ -192,7 +194,7 @@ class BNStatsHook:
 class TeacherInverter:
     """The frozen teacher with its hooks; computes the inversion losses for a batch in [0, 1]."""
 
-    def __init__(self, teacher: nn.Module, num_classes: int, mean=None, std=None,
+    def __init__(self, teacher: nn.Module, num_classes: int, mean: Floats | None = None, std: Floats | None = None,
                  bn_momentum: float = 0.0, bf16: bool | str = "auto", channels_last: bool = False,
                  fused: bool = True) -> None:
         self.teacher, self.num_classes = teacher.eval(), num_classes
@@ -217,7 +219,7 @@ class TeacherInverter:
         self.features = args[0].flatten(1)
 
     @contextlib.contextmanager
-    def inverting(self, momentum: float | None = None):
+    def inverting(self, momentum: float | None = None) -> Iterator[TeacherInverter]:
         """Enable the BN-statistics hooks for the duration of one synthesis call (``momentum`` overrides the
         blending with past batches' statistics, e.g. 0 to match one batch on its own)."""
         saved = [h.momentum for h in self.hooks]
@@ -231,7 +233,7 @@ class TeacherInverter:
             for h, m in zip(self.hooks, saved):
                 h.active, h.momentum = False, m
 
-    def autocast(self):
+    def autocast(self) -> torch.autocast:
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
 
     def logits(self, x01: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:

@@ -96,6 +96,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -105,6 +106,9 @@ from datafree.data.dsa import DEFAULT_STRATEGY, dsa
 from datafree.data.loaders import ImageSet, load_dataset
 from datafree.errors import DatafreeError
 from datafree.models.convnet import ConvNet
+
+if TYPE_CHECKING:
+    from datafree.synthesis.base import TeacherInverter
 
 
 @dataclass
@@ -156,7 +160,7 @@ def load_guide(ref: str | os.PathLike | ImageSet, input_shape: tuple[int, ...], 
 class Guide:
     """The guide samples, the discriminator and the losses that use them."""
 
-    def __init__(self, cfg: GuideConfig, data: ImageSet, inverter, source: str = "") -> None:
+    def __init__(self, cfg: GuideConfig, data: ImageSet, inverter: TeacherInverter, source: str = "") -> None:
         if cfg.mode not in ("guided", "mix"):
             raise DatafreeError(f"guide mode must be guided or mix, got '{cfg.mode}'")
         if cfg.weighting not in ("fixed", "adaptive") or cfg.adapt_every < 1:
