@@ -102,6 +102,7 @@ def main() -> None:
         if not (a.resume and npz.is_file() and rep.is_file()):
             print(f"== condense ipc {ipc}", flush=True)
             run_dir = out / f"condense_ipc{ipc}"
+            shutil.rmtree(run_dir, ignore_errors=True)  # condense refuses a finished run; the kept copy is the record
             condense(str(data / "train.npz"), ipc=ipc, budget=a.condense_budget, out=str(run_dir), seed=a.seed)
             kept.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(run_dir / "report.json", rep)

@@ -11,7 +11,7 @@ import warnings
 import torch
 from torch import nn
 
-from datafree.config import checked_options, to_dict
+from datafree.config import checked_options, make_checked, to_dict
 from datafree.data.loaders import data_label, load_dataset, per_class_counts
 from datafree.distill.engine import DistillConfig, Distiller, DistillResult, method_configs
 from datafree.distill.supervised import TrainConfig, train_supervised
@@ -158,15 +158,17 @@ def train(model: nn.Module | str, data: Data, *, epochs: int = 10, out: str | No
     if int(ds.y.max()) >= meta.num_classes:
         raise DatafreeError(f"class-count mismatch: labels go up to {int(ds.y.max())} but the model has "
                             f"{meta.num_classes} classes")
-    cfg = TrainConfig(epochs=epochs, **options)
+    cfg = make_checked(TrainConfig, dict(epochs=epochs, **options), "train")
+    ex, ey = eval_tensors(eval_data, meta)  # bad held-out data fails now, not after the training
     run = RunDir(out) if out else None
     if run:
+        run.expect("train")
+        run.refuse_if_taken(resumable=False)
         run.write_config({"train": to_dict(cfg), "model": meta.name, "data": data_label(data),
                           "eval_data": data_label(eval_data)})
         run.reset_metrics()
     t0 = time.time()
     hist = train_supervised(model, ds.float(), ds.y, cfg, meta.mean, meta.std, progress)
-    ex, ey = eval_tensors(eval_data, meta)
     result = {"model": meta.name, "params": _params(model), "epochs": epochs, "elapsed_s": time.time() - t0,
               "train_accuracy": hist[-1]["train_accuracy"],
               "accuracy": evaluate(model, ex, ey)["accuracy"] if ex is not None else None}
@@ -198,9 +200,12 @@ def condense(data: Data, *, ipc: int = 10, budget: str | None = "25m", iteration
     from datafree.condense import condense as run_condense
     from datafree.data.loaders import save_npz
 
-    cfg = DMConfig(ipc=ipc, budget=None if iterations else budget, iterations=iterations, seed=seed, **options)
-    run = RunDir(out)
+    cfg = make_checked(DMConfig, dict(ipc=ipc, budget=None if iterations else budget, iterations=iterations, seed=seed,
+                                      **options), "condense")
     ds = load_dataset(str(data)) if isinstance(data, (str, os.PathLike)) else data
+    run = RunDir(out)
+    run.expect("condense")
+    run.refuse_if_taken(resumable=False)
     run.write_config({"condense": to_dict(cfg), "data": str(data) if isinstance(data, (str, os.PathLike)) else None})
     run.reset_metrics()
     t0 = time.time()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any, TypeVar
 
 _T = TypeVar("_T")
@@ -88,8 +89,9 @@ def make_checked(cls: type[_T], options: dict, what: str) -> _T:
 def checked_options(cls, options: dict, what: str) -> dict:
     """``options`` for dataclass ``cls``, each checked against its field's annotation when that is made of
     bool, int, float, str and None: a mistyped value (g_steps=abc) is one clear error, not a crash deep inside
-    the method.  Integers are accepted for float fields and converted; a field that may be None but not a
-    string takes "none" (or "null", "off") as None, as a command line spells it (--guide-opt noise_target=none)."""
+    the method.  Numbers must be finite and >= 0.  Integers are accepted for float fields and converted; a field
+    that may be None but not a string takes "none" (or "null", "off") as None, as a command line spells it
+    (--guide-opt noise_target=none)."""
     from datafree.errors import DatafreeError
 
     kinds = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,), "None": (type(None),)}
@@ -107,6 +109,9 @@ def checked_options(cls, options: dict, what: str) -> dict:
         if not ok:
             raise DatafreeError(f"{what} option '{f.name}' must be {' or '.join(n for n in names if n != 'None')}, "
                                 f"got {v!r}")
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and not (math.isfinite(v) and v >= 0):
+            # no option of any method is negative, NaN or infinite (counts, rates, weights, seeds)
+            raise DatafreeError(f"{what} option '{f.name}' must be a finite number >= 0, got {v!r}")
         if "float" in names and "int" not in names and type(v) is int:
             out[f.name] = float(v)
     return out

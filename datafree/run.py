@@ -48,7 +48,16 @@ class RunDir:
 
     def read_config(self) -> dict | None:
         f = self.file("config.yaml")
-        return load_yaml(f.read_text()) if f.exists() else None
+        if not f.exists():
+            return None
+        try:
+            cfg = load_yaml(f.read_text())
+        except Exception as e:  # noqa: BLE001 - not ours, damaged: PyYAML's and our own parsers raise different types
+            raise DatafreeError(f"'{f}' is not a config datafree can read ({type(e).__name__}); choose another --out, "
+                                "or delete that directory") from None
+        if not isinstance(cfg, dict):
+            raise DatafreeError(f"'{f}' is not a config datafree wrote; choose another --out, or delete that directory")
+        return cfg
 
     def has_checkpoint(self) -> bool:
         return (self.ckpt_dir / "state.pt").is_file()
@@ -68,11 +77,12 @@ class RunDir:
             self.refuse_if_taken()
         self.write_config(cfg)
 
-    def refuse_if_taken(self) -> None:
-        """A fresh run of a resumable command must not overwrite the run this directory holds."""
+    def refuse_if_taken(self, resumable: bool = True) -> None:
+        """A fresh run must not overwrite the run (or report) this directory holds."""
         if self.has_checkpoint() or self.file("report.json").is_file():
-            raise DatafreeError(f"'{self.path}' already holds a run; pass --resume to continue it, or choose "
-                                "another --out (or delete that directory)")
+            resume = "pass --resume to continue it, or " if resumable else ""
+            raise DatafreeError(f"'{self.path}' already holds a run; {resume}choose another --out (or delete that "
+                                "directory)")
 
     def reset_metrics(self) -> None:
         atomic_write_text(self.file("metrics.jsonl"), "")

@@ -141,6 +141,10 @@ def test_every_option_of_every_command_has_help():
     (["--kd-steps", "0"], "--kd-steps: must be at least 1"),
     (["--lr", "-1"], "--lr: must be a positive number"),
     (["--std", "0"], "--std: expected positive numbers"),
+    (["--std", "inf"], "--std: expected comma-separated numbers"),
+    (["--seed", "-1"], "--seed: must be from 0 to 4294967295"),
+    (["--seed", "99999999999"], "--seed: must be from 0 to 4294967295"),
+    (["--num-classes", "0"], "--num-classes: must be at least 1"),
 ])
 def test_bad_numbers_are_argparse_errors(capsys, tmp_path, args, needle):
     with pytest.raises(SystemExit) as e:
@@ -312,3 +316,57 @@ def test_training_a_zoo_model_on_data_of_another_shape_names_both(capsys, tmp_pa
     code, err = run_main(capsys, "train", "--model", "resnet20", "--data", str(tmp_path / "digits.npz"), "--epochs",
                          "1", "--out", str(tmp_path / "t"))
     assert_one_line_error(code, err, "training images have shape (1, 28, 28) but resnet20 takes (3, 32, 32)")
+
+
+def test_condense_and_train_check_everything_before_writing_and_never_overwrite_a_finished_run(capsys, tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.integers(0, 256, (16, 8, 8, 3), dtype=np.uint8), y=np.arange(16) % 4)
+    c = tmp_path / "c"
+    base = ("condense", "--data", str(tmp_path / "d.npz"), "--ipc", "1", "--out", str(c), "--quiet")
+    assert run_main(capsys, *base, "--iterations", "2")[0] == 0
+    files = {p.name: p.read_bytes() for p in c.iterdir() if p.is_file()}
+    code, err = run_main(capsys, *base, "--budget", "5x")  # a bad budget: refused before anything is written
+    assert_one_line_error(code, err, "cannot parse budget '5x'")
+    code, err = run_main(capsys, *base, "--iterations", "3")  # a valid rerun does not replace the finished set
+    assert_one_line_error(code, err, "already holds a run; choose another --out")
+    assert {p.name: p.read_bytes() for p in c.iterdir() if p.is_file()} == files
+    t = tmp_path / "t"
+    common = ("train", "--model", TINY, "--input-shape", "3,8,8", "--num-classes", "4", "--data",
+              str(tmp_path / "d.npz"), "--epochs", "1", "--quiet", "--out", str(t))
+    assert run_main(capsys, *common)[0] == 0
+    files = {p.name: p.read_bytes() for p in t.iterdir() if p.is_file()}
+    code, err = run_main(capsys, *common)
+    assert_one_line_error(code, err, "already holds a run; choose another --out")
+    np.savez(tmp_path / "grey.npz", x=np.zeros((4, 8, 8, 1), np.uint8), y=np.arange(4))
+    code, err = run_main(capsys, *common[:-1], str(tmp_path / "t2"), "--eval-data", str(tmp_path / "grey.npz"))
+    assert_one_line_error(code, err, "held-out images have shape (1, 8, 8)")
+    assert not (tmp_path / "t2").exists()  # refused before training: nothing written, no empty folder left
+    assert {p.name: p.read_bytes() for p in t.iterdir() if p.is_file()} == files
+
+
+def test_negative_nan_and_out_of_range_numbers_are_one_line_errors(capsys, tmp_path):
+    import numpy as np
+
+    for extra, needle in ((("--synth-opt", "g_steps=-1"), "'g_steps' must be a finite number >= 0"),
+                          (("--synth-opt", "adv=NaN"), "'adv' must be a finite number >= 0"),
+                          (("--synth-opt", "batch_size=0"), "batch_size, g_steps, nz, ngf >= 1")):
+        code, err = run_main(capsys, *_distill(tmp_path, *extra))
+        assert_one_line_error(code, err, needle)
+    x = np.zeros((4, 8, 8, 3), np.float32)
+    x[0, 0, 0, 0] = np.nan
+    for name, arr, needle in (("nan", x, "pixels must be uint8 0..255 or floats in [0, 1]"),
+                              ("big", np.full((4, 8, 8, 3), 1000, np.uint16), "values from 1000.0 to 1000.0"),
+                              ("nchw", np.zeros((4, 3, 8, 8), np.uint8), "looks N x C x H x W")):
+        np.savez(tmp_path / f"{name}.npz", x=arr, y=np.arange(4))
+        code, err = run_main(capsys, "condense", "--data", str(tmp_path / f"{name}.npz"), "--ipc", "1",
+                             "--iterations", "1", "--quiet", "--out", str(tmp_path / name))
+        assert_one_line_error(code, err, needle)
+
+
+def test_a_damaged_config_in_the_run_directory_is_one_line_error(capsys, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("foo: [\n")
+    code, err = run_main(capsys, *_distill(tmp_path))
+    assert_one_line_error(code, err, "is not a config datafree can read")

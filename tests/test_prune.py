@@ -326,17 +326,17 @@ def test_prune_api_resume_continues_and_refuses_other_settings(tmp_path):
 
 
 def test_skip_names_whole_layers_checks_them_and_keeps_the_first_and_last_layer_rules():
-    from datafree.prune.crisp import _prunable
+    from datafree.prune.crisp import prunable
 
     model = tiny_cnn()
     layers = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     first, last = layers[0], layers[-1]
-    _, nm0, blk0 = _prunable(model, CRISPConfig(m=4, block=1))
+    _, nm0, blk0 = prunable(model, CRISPConfig(m=4, block=1))
     assert first not in nm0 | blk0 and last in nm0 and last not in blk0
     body = sorted(blk0)[0]
-    _, nm, blk = _prunable(model, CRISPConfig(m=4, block=1, skip=f"{first},{body}"))  # a command line's string
+    _, nm, blk = prunable(model, CRISPConfig(m=4, block=1, skip=f"{first},{body}"))  # a command line's string
     assert nm == nm0 - {body} and blk == blk0 - {body}  # skipping the first layer frees no other layer
-    _, nm, blk = _prunable(model, CRISPConfig(m=4, block=1, skip=[last]))
+    _, nm, blk = prunable(model, CRISPConfig(m=4, block=1, skip=[last]))
     assert last not in nm and blk == blk0  # skipping the head does not exempt the layer before it from blocks
     with pytest.raises(DatafreeError, match="skip names 'fc'"):
-        _prunable(model, CRISPConfig(skip=["fc"]))
+        prunable(model, CRISPConfig(skip=["fc"]))

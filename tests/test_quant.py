@@ -556,11 +556,11 @@ def test_unsigned_activations_take_a_zero_point_for_signed_inputs():
 
 
 @pytest.mark.parametrize("algo,opt,needle", [
-    ("gptq", {"block_size": 0}, "block_size >= 1"), ("gptq", {"damp": -1.0}, "damp >= 0"),
+    ("gptq", {"block_size": 0}, "block_size >= 1"), ("gptq", {"damp": -1.0}, "'damp' must be a finite number >= 0"),
     ("bias_correction", {"batch_size": 0}, "batch_size >= 1"), ("adaround", {"iters": 0}, "iters >= 1"),
     ("adaround", {"batch": 0}, "batch >= 1"), ("adaround", {"beta": 5}, "adaround beta"),
-    ("adaround", {"mode": "foo"}, "layer or block"), ("cle", {"iterations": -1}, "iterations >= 1"),
-    ("smoothquant", {"alpha": -3.0}, "in [0, 1]")])
+    ("adaround", {"mode": "foo"}, "layer or block"), ("cle", {"iterations": 0}, "iterations >= 1"),
+    ("smoothquant", {"alpha": 3.0}, "in [0, 1]"), ("smoothquant", {"alpha": float("nan")}, "finite number >= 0")])
 def test_algorithm_options_out_of_range_are_refused_before_calibration(algo, opt, needle):
     with pytest.raises(DatafreeError, match=needle.replace("[", r"\[").replace("]", r"\]")):
         QuantConfig(algorithms=[algo], options={algo: opt}).check()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 MODEL_HELP = ("zoo name (`datafree models`), timm:NAME or torchvision:NAME where that library is installed (built "
               "with random weights: pass the trained ones), or path/to/file.py:factory")
@@ -30,9 +31,12 @@ def _ints(s: str) -> list[int]:
 
 def _floats(s: str) -> tuple[float, ...]:
     try:
-        return tuple(float(v) for v in s.split(","))
+        v = tuple(float(x) for x in s.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0.5,0.5,0.5, got '{s}'") from None
+        v = ()
+    if not v or not all(math.isfinite(x) for x in v):
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0.5,0.5,0.5, got '{s}'")
+    return v
 
 
 def _positive_floats(s: str) -> tuple[float, ...]:
@@ -42,14 +46,15 @@ def _positive_floats(s: str) -> tuple[float, ...]:
     return v
 
 
-def _int_at_least(lo: int):
+def _int_at_least(lo: int, hi: int | None = None):
     def parse(s: str) -> int:
         try:
             v = int(s)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected an integer, got '{s}'") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"must be at least {lo}, got {v}")
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"must be {f'from {lo} to {hi}' if hi is not None else f'at least {lo}'}, "
+                                             f"got {v}")
         return v
     parse.__name__ = "integer"
     return parse
@@ -65,7 +70,7 @@ def _positive_float(s: str) -> float:
     return v
 
 
-_pos, _nonneg = _int_at_least(1), _int_at_least(0)
+_pos, _nonneg, _seed = _int_at_least(1), _int_at_least(0), _int_at_least(0, 2**32 - 1)  # numpy's seed range
 
 
 def _kv(s: str) -> tuple[str, object]:
@@ -88,7 +93,7 @@ def _calib_args(p: argparse.ArgumentParser) -> None:
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-shape", type=_shape, help="C,H,W; only for models outside the zoo")
-    p.add_argument("--num-classes", type=int, help="class count; only for models outside the zoo")
+    p.add_argument("--num-classes", type=_pos, help="class count; only for models outside the zoo")
     p.add_argument("--mean", type=_floats, help="per-channel input mean, e.g. 0.49,0.48,0.45 (zoo models know it)")
     p.add_argument("--std", type=_positive_floats, help="per-channel input std (zoo models know it)")
 
@@ -121,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--eval-data", help="held-out npz / image folder / mnist5k:test, for reporting only")
     d.add_argument("--out", required=True, help="run directory (created; must be writable)")
     d.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    d.add_argument("--seed", type=int, default=0, help="random seed of the student, generator and sampling (default 0)")
+    d.add_argument("--seed", type=_seed, default=0,
+                   help="random seed of the student, generator and sampling (0 .. 2^32-1; default 0)")
     d.add_argument("--synthesizer", default="generator", choices=["generator", "pixel", "none"],
                    help="generator: Fast-DFKD generator inversion (default); pixel: DeepInversion; none: learn from "
                    "the --guide samples alone")
@@ -191,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=_positive_float, default=0.05, help="SGD learning rate, cosine-decayed (default 0.05)")
     t.add_argument("--batch-size", type=_pos, default=128, help="batch size (default 128)")
     t.add_argument("--no-flip", action="store_true", help="no horizontal flips (digits, text)")
-    t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    t.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     t.add_argument("--out", required=True, help="run directory")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     _model_args(t)
@@ -207,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", default="runs/demo",
                    help="demo directory: teacher/ (reused when present) and student/ (default runs/demo)")
     m.add_argument("--budget", default="240s", help="data-free distillation budget (default 240s)")
-    m.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    m.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     m.add_argument("--quiet", action="store_true", help="no progress bar")
 
     q = sub.add_parser("quantize", help="post-training quantization (integer / minifloat), data-free by default",
@@ -241,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--eval-data", help="held-out npz / folder / mnist5k:test, for reporting only")
     q.add_argument("--onnx", action="store_true", help="export FP32 and INT8 (QDQ) ONNX and time both in "
                    "onnxruntime (needs --w int8 --a int8 and the export extra)")
-    q.add_argument("--seed", type=int, default=0, help="random seed of the synthetic calibration (default 0)")
+    q.add_argument("--seed", type=_seed, default=0, help="random seed of the synthetic calibration (default 0)")
     q.add_argument("--out", required=True, help="run directory")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     _model_args(q)
@@ -279,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "there), or a calib.safetensors an earlier run saved (unlabelled: the model's reading must "
                         "find every user class in it)")
     r.add_argument("--eval-data", help="held-out npz / folder / mnist5k:test, for reporting only")
-    r.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    r.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     r.add_argument("--out", required=True, help="run directory")
     r.add_argument("--resume", action="store_true", help="continue an interrupted run in --out after its last "
                    "finished phase (even after kill -9), with the images it saved")
@@ -319,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     cg.add_argument("--iterations", type=_pos, help="a number of iterations instead")
     c.add_argument("--batch-real", type=_pos, default=64, help="real images per class per iteration (default 64)")
     c.add_argument("--lr", type=_positive_float, default=1.0, help="learning rate of the images (default 1.0)")
-    c.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    c.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     c.add_argument("--out", required=True, help="run directory")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
 

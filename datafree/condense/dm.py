@@ -59,6 +59,17 @@ class DMConfig:
     bf16: bool | str = "auto"  # the real embeddings' autocast: auto = where the CPU runs bf16 fast
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if self.ipc < 1:
+            raise DatafreeError(f"ipc must be at least 1, got {self.ipc}")
+        if self.init not in ("real", "noise"):
+            raise DatafreeError(f"condensation init must be real or noise, got '{self.init}'")
+        if self.lr <= 0 or self.batch_real < 1 or self.width < 1 or self.depth < 1 or not 0 <= self.momentum < 1:
+            raise DatafreeError(f"condensation needs lr > 0, batch_real, width and depth >= 1 and 0 <= momentum < 1, "
+                                f"got lr={self.lr}, batch_real={self.batch_real}, width={self.width}, "
+                                f"depth={self.depth}, momentum={self.momentum}")
+        Budget.parse(self.budget, self.iterations)  # a bad budget fails here, before anything is written
+
 
 def _by_class(y: torch.Tensor, num_classes: int) -> list[torch.Tensor]:
     return [torch.nonzero(y == c).flatten() for c in range(num_classes)]
@@ -66,10 +77,6 @@ def _by_class(y: torch.Tensor, num_classes: int) -> list[torch.Tensor]:
 
 def condense(data: ImageSet, cfg: DMConfig, progress: bool = True, log=None) -> tuple[ImageSet, list[dict]]:
     """A condensed copy of ``data`` with ``cfg.ipc`` images per class; also the loss history."""
-    if cfg.ipc < 1:
-        raise DatafreeError(f"ipc must be at least 1, got {cfg.ipc}")
-    if cfg.init not in ("real", "noise"):
-        raise DatafreeError(f"condensation init must be real or noise, got '{cfg.init}'")
     budget = Budget.parse(cfg.budget, cfg.iterations)
     bf16 = resolve_bf16(cfg.bf16)
     torch.manual_seed(cfg.seed)
@@ -86,6 +93,7 @@ def condense(data: ImageSet, cfg: DMConfig, progress: bool = True, log=None) -> 
     ys = torch.arange(num_classes).repeat_interleave(cfg.ipc)
     opt = torch.optim.SGD([syn], cfg.lr, momentum=cfg.momentum)
     c, h, _ = x.shape[1:]
+    n_real = min(cfg.batch_real, min(len(i) for i in idx))  # more draws than a class holds add only repeats
     history, it, t0 = [], 0, time.perf_counter()
     bar = Progress("condense", progress)
     while not budget.done(time.perf_counter() - t0, it):
@@ -94,10 +102,10 @@ def condense(data: ImageSet, cfg: DMConfig, progress: bool = True, log=None) -> 
         for p in net.parameters():
             p.requires_grad_(False)
         seeds = torch.randint(0, 2**31 - 1, (num_classes,)).tolist()
-        real = [dsa(xn[i[torch.randint(len(i), (cfg.batch_real,))]], cfg.strategy, s) for i, s in zip(idx, seeds)]
+        real = [dsa(xn[i[torch.randint(len(i), (n_real,))]], cfg.strategy, s) for i, s in zip(idx, seeds)]
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             f_real = net.embed(torch.cat(real).contiguous(memory_format=torch.channels_last)).float()
-        mu_real = f_real.view(num_classes, cfg.batch_real, -1).mean(1)
+        mu_real = f_real.view(num_classes, n_real, -1).mean(1)
         aug = torch.cat([dsa(syn[ys == k], cfg.strategy, s) for k, s in enumerate(seeds)])
         mu_syn = net.embed(aug.contiguous(memory_format=torch.channels_last)).view(num_classes, cfg.ipc, -1).mean(1)
         loss = ((mu_real - mu_syn) ** 2).sum()

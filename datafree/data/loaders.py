@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
 from dataclasses import dataclass
@@ -81,11 +82,20 @@ def load_npz(path: str | os.PathLike) -> ImageSet:
         raise DatafreeError(f"'{path}': expected x of shape N x H x W x C and N labels, got {x.shape} / {y.shape}")
     if len(y) == 0:
         raise DatafreeError(f"'{path}' holds no image")
+    if x.shape[1] in (1, 3) and x.shape[3] not in (1, 3, 4):
+        raise DatafreeError(f"'{path}': x has shape {x.shape}, which looks N x C x H x W; the npz format is N x H x W "
+                            "x C: store x.transpose(0, 2, 3, 1)")
     if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
         raise DatafreeError(f"'{path}': labels must be integers from 0 (class indices), got {y.dtype} with "
                             f"minimum {y.min()}")
-    if x.dtype != np.uint8:
-        x = np.clip(np.rint(x * 255.0 if x.max() <= 1.0 else x), 0, 255).astype(np.uint8)
+    if x.dtype != np.uint8:  # other pixel types: [0, 1] floats or 0..255 values, nothing else (no silent clipping)
+        if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+            raise DatafreeError(f"'{path}': pixels must be numbers (uint8 0..255 or floats in [0, 1]), got {x.dtype}")
+        lo, hi = (float(x.min()), float(x.max())) if np.isfinite(x).all() else (math.nan, math.nan)
+        if not (lo >= 0 and hi <= 255):
+            raise DatafreeError(f"'{path}': pixels must be uint8 0..255 or floats in [0, 1], got {x.dtype} values "
+                                f"from {lo} to {hi}; rescale them (NHWC, x = images in [0, 1] or 0..255)")
+        x = np.rint(x * 255.0 if hi <= 1.0 else x).astype(np.uint8)
     xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
     return ImageSet(xt, torch.from_numpy(y.astype(np.int64)), names)
 

@@ -90,6 +90,8 @@ class DistillResult:
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
+    if not 0 <= seed < 2**32:  # numpy's range
+        raise DatafreeError(f"the seed must be from 0 to 2^32-1, got {seed}")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -234,8 +236,10 @@ class Distiller:
         else:
             loss = kd_loss(s, t, cfg.temperature, cfg.loss)
         if not torch.isfinite(loss):
-            raise DatafreeError(f"the KD loss became {loss.item()} in round {self.round}; the last checkpoint is "
-                                "intact: lower --lr (or disable bf16) and rerun with --resume")
+            kept = self.run is not None and self.run.has_checkpoint()
+            raise DatafreeError(f"the KD loss became {loss.item()} in round {self.round}; " + (
+                "the last checkpoint is intact: lower --lr (or disable bf16) and rerun with --resume" if kept else
+                "no round had finished, so nothing was kept: lower --lr (or disable bf16) and start afresh"))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()

@@ -27,6 +27,11 @@ class TrainConfig:
     bf16: bool = False
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise DatafreeError(f"training needs epochs >= 1, batch_size >= 1 and lr > 0, got {self.epochs}, "
+                                f"{self.batch_size}, {self.lr}")
+
 
 def train_supervised(model: nn.Module, x01: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, mean=None, std=None,
                      progress: bool = True) -> list[dict]:

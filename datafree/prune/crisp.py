@@ -89,19 +89,23 @@ class CRISPConfig:
             raise DatafreeError(f"block_sparsity must be in [0, 1), got {self.block_sparsity}")
         if self.saliency not in ("crisp", "magnitude"):
             raise DatafreeError(f"unknown saliency '{self.saliency}': use crisp or magnitude")
-        if self.steps < 1 or self.iterations < 1 or self.block < 1:
-            raise DatafreeError("steps, iterations and block must be positive")
+        if self.steps < 1 or self.iterations < 1 or self.block < 1 or self.batch_size < 1:
+            raise DatafreeError("steps, iterations, block and batch_size must be positive")
+        if not (self.lr >= 0 and self.temperature > 0 and 0 <= self.momentum < 1):  # lr 0: masks without fine-tuning
+            raise DatafreeError(f"CRISP needs lr >= 0, temperature > 0 and 0 <= momentum < 1, got {self.lr}, "
+                                f"{self.temperature}, {self.momentum}")
         if self.budget is not None and parse_duration(self.budget) <= 0:
             raise DatafreeError(f"--budget must be a positive duration such as 10m, got {self.budget!r}")
 
 
-def _prunable(model: nn.Module, cfg: CRISPConfig) -> tuple[list[tuple[str, nn.Module]], set[str], set[str]]:
+def prunable(model: nn.Module, cfg: CRISPConfig) -> tuple[list[tuple[str, nn.Module]], set[str], set[str]]:
     """(layers, N:M layer names, block layer names).  The model's first layer dense, its last N:M only (whatever
     ``skip`` leaves dense besides)."""
     layers = [(n, m) for n, m in model.named_modules()
               if isinstance(m, (nn.Conv2d, nn.Linear)) and getattr(m, "groups", 1) == 1]
     if len(layers) < 2:
-        raise DatafreeError("the model has fewer than two prunable Conv2d/Linear layers")
+        raise DatafreeError(f"CRISP prunes Conv2d/Linear layers (not grouped ones) and keeps the first one dense; this "
+                            f"model has {len(layers)}: give a model with at least two")
     unknown = [n for n in cfg.skip if n not in dict(layers)]
     if unknown:
         raise DatafreeError(f"skip names '{unknown[0]}', not one of the model's Conv2d/Linear layers (its first "
@@ -162,7 +166,7 @@ class CRISP:
         layout = torch.channels_last if self._cl else torch.contiguous_format
         model.to(memory_format=layout)
         teacher.to(memory_format=layout)
-        layers, nm_names, blk_names = _prunable(model, cfg)
+        layers, nm_names, blk_names = prunable(model, cfg)
         mods = {n: m for n, m in layers if n in nm_names | blk_names}
         if not mods:
             raise DatafreeError(f"no layer can take {cfg.n}:{cfg.m} or {cfg.block}x{cfg.block} blocks "

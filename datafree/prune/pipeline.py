@@ -15,7 +15,7 @@ from datafree.config import to_dict
 from datafree.data.loaders import data_label
 from datafree.errors import DatafreeError
 from datafree.prune import build_pruner, make_pruner_config
-from datafree.prune.crisp import sparsity_stats
+from datafree.prune.crisp import CRISPConfig, prunable, sparsity_stats
 from datafree.prune.sparsity import pattern_bits
 from datafree.types import Data, EvalData, Floats, Shape
 
@@ -120,6 +120,8 @@ def prune(model: nn.Module | str, *, classes: list[int] | None = None, method: s
     if not classes or classes[0] < 0 or classes[-1] >= meta.num_classes:
         raise DatafreeError(f"--classes must be class indices in 0..{meta.num_classes - 1}, got {classes}")
     cfg = make_pruner_config(method, **{**options, "classes": classes, "seed": seed})
+    if isinstance(cfg, CRISPConfig):
+        prunable(model, cfg)  # too few layers, an unknown skip name: refused now, not after minutes of synthesis
     run = RunDir(out) if out else None
     if run:
         run.expect("prune")

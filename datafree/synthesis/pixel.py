@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from datafree.data.augment import random_crop_flip
+from datafree.errors import DatafreeError
 from datafree.io.budget import cosine
 from datafree.synthesis.base import (
     InversionSynthesizer,
@@ -39,6 +40,11 @@ class PixelConfig:
     tv: float = 1e-3 * 32 * 32
     l2: float = 0.0
     adv: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.iterations < 1 or not self.lr > 0:
+            raise DatafreeError(f"pixel inversion needs batch_size >= 1, iterations >= 1 and lr > 0, got "
+                                f"{self.batch_size}, {self.iterations}, {self.lr}")
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:
