@@ -210,7 +210,7 @@ def condense(data: Data, *, ipc: int = 10, budget: str | None = "25m", iteration
     run.reset_metrics()
     t0 = time.time()
     syn, hist = run_condense(ds, cfg, progress, run.log_metrics)
-    if hist and hist[-1]["iteration"] % 10:  # metrics.jsonl holds the first, every 10th and the last iteration
+    if hist and hist[-1]["iteration"] % 10 and hist[-1]["iteration"] != 1:  # the first, every 10th and the last
         run.log_metrics(hist[-1])
     save_npz(syn, run.file("condensed.npz"))
     from datafree.report import plot_series, save_grid, write_markdown

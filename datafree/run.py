@@ -36,8 +36,9 @@ class RunDir:
         """Before a command writes here: a directory that holds another command's run is refused."""
         old = self.read_config()
         if old is not None and kind not in old:
-            other = config_kind(old) or "another"
-            raise DatafreeError(f"'{self.path}' holds a {other} run, not a {kind} one; choose another --out")
+            other = config_kind(old)
+            raise DatafreeError(f"'{self.path}' holds {f'a {other}' if other else 'another'} run, not a {kind} one; "
+                                "choose another --out")
 
     def write_config(self, cfg: dict) -> None:
         """Write the resolved config (after ``expect``: another command's run is refused, not overwritten)."""

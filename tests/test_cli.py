@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -326,6 +327,10 @@ def test_condense_and_train_check_everything_before_writing_and_never_overwrite_
     c = tmp_path / "c"
     base = ("condense", "--data", str(tmp_path / "d.npz"), "--ipc", "1", "--out", str(c), "--quiet")
     assert run_main(capsys, *base, "--iterations", "2")[0] == 0
+    assert [json.loads(r)["iteration"] for r in (c / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    one = [*base[:-3], "--out", str(tmp_path / "c1"), "--quiet", "--iterations", "1"]
+    assert run_main(capsys, *one)[0] == 0
+    assert len((tmp_path / "c1" / "metrics.jsonl").read_text().splitlines()) == 1  # the first is the last: once
     files = {p.name: p.read_bytes() for p in c.iterdir() if p.is_file()}
     code, err = run_main(capsys, *base, "--budget", "5x")  # a bad budget: refused before anything is written
     assert_one_line_error(code, err, "cannot parse budget '5x'")
@@ -370,3 +375,34 @@ def test_a_damaged_config_in_the_run_directory_is_one_line_error(capsys, tmp_pat
     (tmp_path / "run" / "config.yaml").write_text("foo: [\n")
     code, err = run_main(capsys, *_distill(tmp_path))
     assert_one_line_error(code, err, "is not a config datafree can read")
+
+
+def test_conflicting_or_ignored_flags_and_damaged_files_are_one_line_errors(capsys, tmp_path):
+    from datafree.io.safetensors import save_safetensors
+
+
+    w = tmp_path / "w.safetensors"
+    save_safetensors(tiny_cnn().state_dict(), w)
+    common = ["--model", TINY, "--input-shape", "3,8,8", "--num-classes", "4", "--weights", str(w), "--quiet"]
+    code, err = run_main(capsys, "prune", *common, "--classes", "0,1", "--prune-opt", "n=3", "--out",
+                         str(tmp_path / "p"))
+    assert_one_line_error(code, err, "--prune-opt n=... is set by --nm")
+    code, err = run_main(capsys, "quantize", *common, "--group-size", "16", "--out", str(tmp_path / "q"))
+    assert_one_line_error(code, err, "--group-size applies to --granularity group, not channel")
+    torch_file = tmp_path / "w.pt"
+    torch.save(tiny_cnn().state_dict(), torch_file)
+    torch_file.write_bytes(torch_file.read_bytes()[:200])  # truncated
+    for bad, needle in ((torch_file, "it is damaged or not a torch weights file"), (tmp_path, "is a directory")):
+        code, err = run_main(capsys, "evaluate", *common[:-3], "--weights", str(bad), "--data", "mnist5k:test")
+        assert_one_line_error(code, err, needle)
+    from datafree.models import create_model
+
+    save_safetensors(create_model("lenet5").state_dict(), tmp_path / "lenet.safetensors")
+    code, err = run_main(capsys, "evaluate", "--model", "lenet5", "--input-shape", "3,28,28", "--weights",
+                         str(tmp_path / "lenet.safetensors"), "--data", "mnist5k:test")
+    assert_one_line_error(code, err, "lenet5 is built for inputs (1, 28, 28), not (3, 28, 28)")
+    (tmp_path / "imgs" / "cat").mkdir(parents=True)
+    (tmp_path / "imgs" / "cat" / "a.png").write_bytes(b"not a png")
+    code, err = run_main(capsys, "condense", "--data", str(tmp_path / "imgs"), "--ipc", "1", "--iterations", "1",
+                         "--quiet", "--out", str(tmp_path / "c"))
+    assert_one_line_error(code, err, "a.png' is not a readable image")

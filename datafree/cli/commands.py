@@ -72,8 +72,12 @@ def quantize(a: argparse.Namespace) -> None:
         if not opt:
             raise DatafreeError(f"--algo-opt expects ALGO.KEY=VALUE, got '{key}'")
         options.setdefault(algo, {})[opt] = value
+    if a.group_size is not None and a.granularity != "group":  # it would be ignored
+        raise DatafreeError(f"--group-size applies to --granularity group, not {a.granularity}: add --granularity "
+                            "group or drop --group-size")
     cfg = QuantConfig(weights=a.w, activations=None if a.a.lower() == "none" else a.a, w_granularity=a.granularity,
-                      group_size=a.group_size, w_observer=a.observer, a_observer=a.observer, scale_type=a.scale_type,
+                      group_size=a.group_size or QuantConfig.group_size, w_observer=a.observer, a_observer=a.observer,
+                      scale_type=a.scale_type,
                       algorithms=[s for s in a.algo.split(",") if s.strip()], options=options,
                       edge_bits=a.edge_bits or None, quantize_residuals=a.quantize_residuals or a.onnx)
     r = quantize(a.model, cfg, a.calib, weights=a.weights, num_classes=a.num_classes, input_shape=a.input_shape,
@@ -97,7 +101,12 @@ def prune(a: argparse.Namespace) -> None:
         raise DatafreeError(f"--nm must look like 2:4, got '{a.nm}'")
     opts = {"n": int(n), "m": int(m), "block": a.block, "block_sparsity": a.block_sparsity, "steps": a.steps,
             "iterations": a.iterations, "budget": a.budget, "saliency": a.saliency, "lr": a.lr,
-            "samples_per_class": a.samples_per_class, **dict(a.prune_opt)}
+            "samples_per_class": a.samples_per_class}
+    flagged = [k for k in dict(a.prune_opt) if k in opts or k == "classes"]
+    if flagged:  # it would silently override (or be overridden by) the flag
+        flag = {"n": "--nm", "m": "--nm"}.get(flagged[0], "--" + flagged[0].replace("_", "-"))
+        raise DatafreeError(f"--prune-opt {flagged[0]}=... is set by {flag}: give it there")
+    opts.update(dict(a.prune_opt))
     res = prune(a.model, classes=a.classes, weights=a.weights, data=a.data, eval_data=a.eval_data, out=a.out,
                 num_classes=a.num_classes, input_shape=a.input_shape, mean=a.mean, std=a.std, seed=a.seed,
                 progress=not a.quiet, resume=a.resume, **opts)
@@ -112,7 +121,11 @@ def prune(a: argparse.Namespace) -> None:
 def sweep(a: argparse.Namespace) -> None:
     from datafree.api import sweep
 
-    algos = [[x for x in group.split(",") if x.strip() and x.strip() != "rtn"] for group in a.algo.split(";")]
+    algos: list[list[str]] = []
+    for group in a.algo.split(";"):  # each set once ("rtn;rtn" is one set)
+        s = [x.strip() for x in group.split(",") if x.strip() and x.strip() != "rtn"]
+        if s not in algos:
+            algos.append(s)
     rows = sweep(a.model, weights=a.weights, eval_data=a.eval_data, calib=a.calib, w_bits=a.w_bits,
                  a_bits=a.a_bits, exps=a.exps, all_splits=a.all_splits, algorithms=algos,
                  eval_samples=a.eval_samples, calib_samples=a.calib_samples, out=a.out, num_classes=a.num_classes,

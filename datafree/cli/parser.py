@@ -4,12 +4,29 @@ argparse errors as one line."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 
+from datafree.prune import CRISPConfig
+from datafree.quant import ALGORITHMS
+from datafree.synthesis import GeneratorConfig, PixelConfig
+
 MODEL_HELP = ("zoo name (`datafree models`), timm:NAME or torchvision:NAME where that library is installed (built "
               "with random weights: pass the trained ones), or path/to/file.py:factory")
-EPILOG = ("Models: run `datafree models`. Budgets: 90s, 15m, 1h30m (method wall-clock), 40r (rounds) or --rounds N.")
+EPILOG = ("Models: run `datafree models`. Budgets: 90s, 15m, 1h30m (method wall-clock; a bare number is seconds), "
+          "or 40r: 40 rounds of distill (--rounds 40), 40 iterations of condense.")
+
+
+def _defaults(cls: type, flags: tuple[str, ...] = ()) -> str:
+    """``key=default, ...`` of a method's config dataclass (but the ``flags`` that have options of their own): the
+    options a KEY=VALUE flag takes, never out of date."""
+
+    def show(v: object) -> str:
+        return json.dumps(v) if isinstance(v, (bool, type(None), list, tuple)) else str(v)
+
+    return ", ".join(f"{f.name}={show(f.default)}" for f in dataclasses.fields(cls)
+                     if f.default is not dataclasses.MISSING and f.name not in flags)
 
 
 def _shape(s: str) -> tuple[int, ...]:
@@ -132,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generator: Fast-DFKD generator inversion (default); pixel: DeepInversion; none: learn from "
                    "the --guide samples alone")
     d.add_argument("--synth-opt", type=_kv, action="append", default=[], metavar="KEY=VALUE",
-                   help="synthesizer option, repeatable (e.g. g_steps=5, bn=10, adv=1.1, batch_size=256)")
+                   help=f"synthesizer option, repeatable. generator: {_defaults(GeneratorConfig)} (meta=fomaml|reptile|"
+                        f"none); pixel: {_defaults(PixelConfig)}")
     d.add_argument("--replay", default="memory-bank", choices=["none", "memory-bank", "vae"],
                    help="what the student rehearses besides the newest samples: memory-bank (MB-DFKD, default), "
                    "vae (PRE-DFKD generative pseudo replay, stores no sample) or none")
@@ -151,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(generator or pixel) towards the guide samples (default); mix: no guidance (the naive baseline); "
                    "in both the samples take a share of each student batch")
     d.add_argument("--guide-opt", type=_kv, action="append", default=[], metavar="KEY=VALUE",
-                   help="guide option, repeatable: align=adversarial|feature_matching|embedding (the generator's "
+                   help="guide option, repeatable: mode=guided|mix (as --guide-mode), "
+                   "align=adversarial|feature_matching|embedding (the generator's "
                    "alignment loss: BCE on the discriminator, matching each class's mean of its hidden features, or "
                    "Distribution Matching's class-mean embedding under random ConvNets with no discriminator; "
                    "embed_width=32), labels=given|teacher (pair each guide image with its label or the teacher's "
@@ -189,7 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     _model_args(d)
 
-    t = sub.add_parser("train", help="supervised training on real labelled data (teachers, baselines)")
+    t = sub.add_parser("train", help="supervised training on real labelled data (teachers, baselines)",
+                       description="Train a model with SGD + cosine on real labelled images (random crop, flips): "
+                       "teachers and supervised baselines. Writes model.safetensors, metrics.jsonl and a report in "
+                       "--out; a directory holding a finished run is refused.", epilog=EPILOG)
     t.add_argument("--model", required=True, help=MODEL_HELP)
     t.add_argument("--data", required=True, help="npz (x uint8 NHWC, y), image folder, or mnist5k")
     t.add_argument("--eval-data", help="held-out data for the final accuracy")
@@ -202,14 +224,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     _model_args(t)
 
-    e = sub.add_parser("evaluate", help="accuracy of a model on labelled data")
+    e = sub.add_parser("evaluate", help="accuracy of a model on labelled data",
+                       description="Top-1 accuracy and loss of a model with the given weights on labelled images, "
+                       "normalised with the model's recorded mean/std (or --mean/--std).")
     e.add_argument("--model", required=True, help=MODEL_HELP)
     e.add_argument("--weights", required=True, help="model weights (.safetensors or a torch state_dict)")
     e.add_argument("--data", required=True, help="npz, image folder, mnist5k:test")
     e.add_argument("--json", action="store_true", help="print JSON")
     _model_args(e)
 
-    m = sub.add_parser("demo", help="the embedded MNIST-5k demo: teacher LeNet-5 -> data-free LeNet-5-half")
+    m = sub.add_parser("demo", help="the embedded MNIST-5k demo: teacher LeNet-5 -> data-free LeNet-5-half",
+                       description="Train a LeNet-5 teacher on the embedded MNIST-5k digits (reused from --out/teacher "
+                       "when there), then distill a LeNet-5-half from it without any digit; a rerun replaces "
+                       "--out/student. Prints the accuracies and writes report.md.")
     m.add_argument("--out", default="runs/demo",
                    help="demo directory: teacher/ (reused when present) and student/ (default runs/demo)")
     m.add_argument("--budget", default="240s", help="data-free distillation budget (default 240s)")
@@ -228,16 +255,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--algo", default="", help="comma-separated: cle, smoothquant, adaround, gptq, bias_correction "
                    "(default: round-to-nearest)")
     q.add_argument("--algo-opt", type=_kv, action="append", default=[], metavar="ALGO.KEY=VALUE",
-                   help="algorithm option, e.g. adaround.iters=2000, adaround.mode=block, gptq.act_order=false, "
-                   "smoothquant.alpha=0.6")
+                   help="algorithm option, repeatable: " + "; ".join(
+                       f"{name}: {_defaults(cls)}" for name, (cls, _) in ALGORITHMS.items()))
     q.add_argument("--granularity", choices=["tensor", "channel", "group"], default="channel",
                    help="weight scales (default: per output channel)")
-    q.add_argument("--group-size", type=_pos, default=32,
+    q.add_argument("--group-size", type=_pos,
                    help="weights per scale with --granularity group: consecutive entries of each output "
                         "channel's flattened C*kh*kw fan-in (default 32)")
     q.add_argument("--observer", choices=["minmax", "percentile", "mse"], default="mse",
                    help="how scales are chosen from the calibration statistics (default mse)")
-    q.add_argument("--scale-type", choices=["float", "po2"], default="float", help="float or power-of-two scales")
+    q.add_argument("--scale-type", choices=["float", "po2"], default="float",
+                   help="float or power-of-two scales (default float)")
     q.add_argument("--edge-bits", type=_nonneg, choices=[0, *range(2, 9)], metavar="{0,2..8}", default=8,
                    help="the first and last layers are widened to at least this many bits, never narrowed "
                         "(same family: int8, fp8_e4m3; default 8; 0: as the rest)")
@@ -269,16 +297,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--iterations", type=_pos, default=100,
                    help="fine-tuning iterations per phase; phases = steps + 2 (default 100)")
     r.add_argument("--budget", help="wall-clock for the whole pruning instead of --iterations, e.g. 10m "
-                   "(image synthesis and --eval-data evaluation not counted)")
+                   "(image synthesis and --eval-data evaluation not counted; no round budget)")
     r.add_argument("--saliency", choices=["crisp", "magnitude"], default="crisp",
                    help="crisp: class-aware |W x grad| (default); magnitude: |W|, class-agnostic ablation")
     r.add_argument("--lr", type=_positive_float, default=0.003,
                    help="fine-tuning learning rate, SGD + cosine (default 0.003)")
     r.add_argument("--samples-per-class", type=_pos, default=128, help="images per user class (default 128)")
     r.add_argument("--prune-opt", type=_kv, action="append", default=[], metavar="KEY=VALUE",
-                   help="any other CRISP option, repeatable: kd_weight, temperature, batch_size, momentum, "
-                        "weight_decay, srste_decay, bn_recalibrate=false, skip=layer3.2.conv2,linear (layers left "
-                        "dense, by module name)")
+                   help="any other CRISP option, repeatable: " + _defaults(CRISPConfig, (
+                       "classes", "n", "m", "block", "block_sparsity", "steps", "iterations", "budget", "saliency",
+                       "lr", "samples_per_class", "seed")) + ", skip=layer3.2.conv2,linear (layers left dense, by "
+                       "module name)")
     r.add_argument("--data", default="synthetic",
                    help="'synthetic' (default: inverted from the model, no real data), real labelled data (npz / "
                         "folder: up to --samples-per-class images of each user class, every one of which must be "
@@ -306,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--w-bits", type=_bits, default="3-8", help="weight bit widths, e.g. 3-8 or 4,8 (default 3-8)")
     w.add_argument("--a-bits", type=_bits, default="4,6,8", help="activation bit widths (default 4,6,8)")
     w.add_argument("--exps", type=_exps, default="2,3",
-                   help="minifloat exponent widths to try (E4M3/E5M2 always at 8 bits)")
+                   help="minifloat exponent widths to try (default 2,3; E4M3/E5M2 always at 8 bits)")
     w.add_argument("--all-splits", action="store_true", help="every minifloat split of every width")
     w.add_argument("--algo", default="rtn", help="algorithm sets separated by ';', each comma-separated, e.g. "
                    "'rtn;gptq,bias_correction' (default rtn)")
@@ -319,9 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "Distribution Matching (random ConvNet embeddings, DSA augmentation, initialised from real "
                        "images). Writes OUT/condensed.npz (uint8 NHWC, labels, class names) and a grid PNG.")
     c.add_argument("--data", required=True, help="labelled npz / image folder / mnist5k")
-    c.add_argument("--ipc", type=_pos, default=10, help="images per class (e.g. 1, 10, 50)")
+    c.add_argument("--ipc", type=_pos, default=10, help="images per class (e.g. 1, 10, 50; default 10)")
     cg = c.add_mutually_exclusive_group()
-    cg.add_argument("--budget", default="25m", help="wall-clock budget (default 25m)")
+    cg.add_argument("--budget", default="25m", help="wall-clock budget (default 25m); 500r: 500 iterations")
     cg.add_argument("--iterations", type=_pos, help="a number of iterations instead")
     c.add_argument("--batch-real", type=_pos, default=64, help="real images per class per iteration (default 64)")
     c.add_argument("--lr", type=_positive_float, default=1.0, help="learning rate of the images (default 1.0)")
@@ -329,7 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="run directory")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    sub.add_parser("models", help="list the model zoo")
+    sub.add_parser("models", help="list the model zoo", description="The zoo's architectures with the input shape "
+                   "and class count each is built for (timm:NAME, torchvision:NAME and file.py:factory also work).")
     return ap
 
 

@@ -128,9 +128,13 @@ def load_image_folder(root: str | os.PathLike) -> ImageSet:
     for ci, c in enumerate(classes):
         for f in sorted((root / c).iterdir()):
             if f.suffix.lower() in IMG_EXT:
-                with Image.open(f) as im:
-                    grey &= im.mode in ("1", "L", "LA", "I", "I;16")
-                    xs.append(np.asarray(im.convert("RGB")))
+                try:
+                    with Image.open(f) as im:
+                        grey &= im.mode in ("1", "L", "LA", "I", "I;16")
+                        xs.append(np.asarray(im.convert("RGB")))
+                except (OSError, ValueError, SyntaxError):  # PIL's "cannot identify image file" and truncations
+                    raise DatafreeError(f"'{f}' is not a readable image (damaged or not a {f.suffix} file); remove "
+                                        "or replace it") from None
                 ys.append(ci)
     if grey:  # greyscale converted to RGB repeats one channel
         xs = [a[..., :1] for a in xs]

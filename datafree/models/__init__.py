@@ -138,6 +138,10 @@ def data_meta(model: nn.Module, data_shape: tuple[int, ...], what: str, input_sh
     """``model_meta`` for a model about to see images of ``data_shape``: a zoo model's fixed input shape (or an
     explicit one) must be the data's, else one clear error about ``what`` ("training images")."""
     fixed = fixed_input_shape(model)
+    if fixed and input_shape and tuple(input_shape) != fixed:
+        raise DatafreeError(f"{model.datafree_meta.name} is built for inputs {fixed}, not {tuple(input_shape)}: "
+                            "--input-shape is for models outside the zoo; choose a model for this data (`datafree "
+                            "models`)")
     meta = model_meta(model, input_shape or (None if fixed else tuple(data_shape)), num_classes, mean, std)
     if tuple(data_shape) != tuple(meta.input_shape):
         raise DatafreeError(f"{what} have shape {tuple(data_shape)} but {meta.name if fixed else 'the model'} takes "
@@ -175,6 +179,8 @@ def sha256_file(path: str | os.PathLike) -> str:
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """safetensors, or a torch file loaded with ``weights_only=True`` (never unpickles code)."""
     path = str(path)
+    if os.path.isdir(path):
+        raise DatafreeError(f"'{path}' is a directory; pass the weights file in it (e.g. {path}/model.safetensors)")
     if not os.path.isfile(path):
         raise DatafreeError(f"weights file '{path}' not found")
     if path.endswith(".safetensors"):
@@ -184,9 +190,13 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a plain state_dict"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DatafreeError(f"cannot load '{path}' as plain weights ({first[:160]}); "
-                            "save a state_dict of tensors or use .safetensors") from None
+        if "weights_only" in str(e) or "Weights only load failed" in str(e):  # a pickle beyond tensors
+            raise DatafreeError(f"'{path}' holds Python objects besides tensors, which datafree never unpickles: save "
+                                "a state_dict of tensors (torch.save(model.state_dict(), ...)) or use .safetensors"
+                                ) from None
+        first = str(e).strip().splitlines()[0][:120] if str(e).strip() else "no message"
+        raise DatafreeError(f"cannot read '{path}': it is damaged or not a torch weights file ({type(e).__name__}: "
+                            f"{first})") from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict):
