@@ -489,7 +489,7 @@ def test_gptq_block_cached_inputs_equal_the_per_layer_forward(monkeypatch):
     x = torch.randn(48, 3, 16, 16)
     cfg = QuantConfig(weights="int4", activations="int8", algorithms=["gptq"])
     q_cached, info = quantize(model, cfg, x, progress=False)
-    monkeypatch.setattr(sys.modules["datafree.quant.gptq"], "blocks", lambda m: [])
+    monkeypatch.setattr(sys.modules["datafree.quant.gptq"], "block_of", lambda m: {})
     q_plain, _ = quantize(model, cfg, x, progress=False)
     assert info["steps"]["gptq"]["gptq_layers"] == 20
     a, b = q_cached.state_dict(), q_plain.state_dict()

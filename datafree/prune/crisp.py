@@ -278,8 +278,11 @@ class CRISP:
     def _set_masks(self, mods: dict, dense: dict, sal: dict, bmask: dict, nm_names: set, blk_names: set,
                    target: float) -> None:
         cfg = self.cfg
-        nm = {n: (nm_mask(sal[n] * bmask[n], cfg.n, cfg.m) if n in nm_names else torch.ones_like(sal[n]))
-              for n in dense}
+        def nm_masks() -> dict:  # N:M inside the blocks kept so far
+            return {n: (nm_mask(sal[n] * bmask[n], cfg.n, cfg.m) if n in nm_names else torch.ones_like(sal[n]))
+                    for n in dense}
+
+        nm = nm_masks()
         if target > 0 and blk_names:
             names = sorted(blk_names)
             scores = {n: block_scores(sal[n] * nm[n] * bmask[n], cfg.block) for n in names}
@@ -297,8 +300,7 @@ class CRISP:
             for n in names:
                 bmask[n] = bmask[n] * block_mask(scores[n], keep[n], cfg.block, sal[n].shape)
             # N:M again inside the final blocks (a block removal changes no group's choice: it zeroes it)
-            nm = {n: (nm_mask(sal[n] * bmask[n], cfg.n, cfg.m) if n in nm_names else torch.ones_like(sal[n]))
-                  for n in dense}
+            nm = nm_masks()
         for n, mod in mods.items():
             mod.parametrizations.weight[0].mask.copy_(nm[n] * bmask[n])
 

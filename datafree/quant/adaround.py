@@ -26,7 +26,7 @@ from datafree.errors import DatafreeError
 from datafree.progress import Progress
 from datafree.quant.calib import capture, float_mode
 from datafree.quant.formats import as_saturating
-from datafree.quant.graph import blocks, quant_layers
+from datafree.quant.graph import block_of, quant_layers
 from datafree.quant.quantizer import QuantLayer
 
 ZETA, GAMMA = 1.1, -0.1
@@ -116,14 +116,10 @@ def adaround(model: nn.Module, calib: torch.Tensor, cfg: AdaRoundConfig, progres
     model.eval()
     layers = quant_layers(model)
     units: list[nn.Module] = []
-    in_block: set[QuantLayer] = set()
-    if cfg.mode == "block":
-        for b in blocks(model):
-            inner = [m for m in b.modules() if isinstance(m, QuantLayer)]
-            in_block.update(inner)
+    owners = block_of(model) if cfg.mode == "block" else {}
     seen_blocks: list[nn.Module] = []
     for m in layers:  # execution order; a block is handled when its first layer comes up
-        owner = next((b for b in blocks(model) if m in set(b.modules())), None) if m in in_block else None
+        owner = owners.get(id(m))
         if owner is None:
             units.append(m)
         elif owner not in seen_blocks:

@@ -31,7 +31,7 @@ from datafree.errors import DatafreeError
 from datafree.progress import Progress
 from datafree.quant.calib import capture
 from datafree.quant.formats import as_saturating
-from datafree.quant.graph import blocks, quant_layers
+from datafree.quant.graph import block_of, quant_layers
 from datafree.quant.quantizer import QuantLayer, qdq
 
 
@@ -113,13 +113,13 @@ def gptq(model: nn.Module, calib: torch.Tensor, cfg: GPTQConfig, progress: bool 
     gains = []
     # a layer inside a block (a ResNet block) takes its input from the block run on the block's input, captured
     # once per block: one forward pass of the model's prefix per block instead of per layer, the same tensors
-    block_of = {id(layer): b for b in blocks(model) for layer in quant_layers(b)}
+    owner = block_of(model)
     cached: tuple[nn.Module | None, torch.Tensor | None] = (None, None)
     layers = quant_layers(model)
     bar = Progress("gptq", progress)
     for i, m in enumerate(layers):
         bar.update(i / len(layers), info=f"layer {i + 1} of {len(layers)}", force=i == 0)
-        b = block_of.get(id(m))
+        b = owner.get(id(m))
         if b is None:
             x, _ = capture(model, m, calib, cfg.batch_size, outputs=False)
         else:

@@ -143,6 +143,11 @@ def blocks(model: nn.Module) -> list[nn.Module]:
     return out
 
 
+def block_of(model: nn.Module) -> dict[int, nn.Module]:
+    """id(QuantLayer) -> the block (``blocks``; they do not nest) that holds it, for the layers inside one."""
+    return {id(layer): b for b in blocks(model) for layer in b.modules() if isinstance(layer, QuantLayer)}
+
+
 def _is_add(node: fx.Node) -> bool:
     return (node.op == "call_function" and node.target in (operator.add, torch.add)) or \
         (node.op == "call_method" and node.target == "add")
