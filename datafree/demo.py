@@ -14,7 +14,6 @@ from pathlib import Path
 
 from datafree.api import distill, train
 from datafree.config import load_yaml
-from datafree.data import load_mnist5k
 from datafree.errors import DatafreeError
 from datafree.io.atomic import ensure_writable_dir
 from datafree.io.budget import Budget
@@ -61,20 +60,20 @@ def run_demo(out: str = "runs/demo", budget: str = "240s", seed: int = 0, progre
         _check_demo_dir(Path(out))
     out_dir = ensure_writable_dir(out)
     t0 = time.time()
-    test = load_mnist5k("test")
     teacher_path = out_dir / "teacher" / "model.safetensors"
     if teacher_path.exists():
-        teacher = load_weights(create_model("lenet5"), teacher_path)
         print(f"reusing teacher {teacher_path}")
-    else:
+    else:  # by name, not in memory, so that the reports name the data
         print("1/2 training the LeNet-5 teacher on the 4,000 MNIST-5k training digits")
-        teacher = train("lenet5", load_mnist5k("train"), epochs=12, out=str(out_dir / "teacher"), lr=0.05,
-                        flip=False, seed=seed, progress=progress)["model_obj"]
+        train("lenet5", "mnist5k", epochs=12, out=str(out_dir / "teacher"), lr=0.05, flip=False, seed=seed,
+              eval_data="mnist5k:test", progress=progress)
     print(f"2/2 data-free distillation into LeNet-5-half ({budget}; no training digit is used)")
     if (out_dir / "student").is_dir():  # a demo starts its student over; the teacher above is reused
         shutil.rmtree(out_dir / "student")
-    res = distill(teacher, "lenet5_half", budget=budget, seed=seed, eval_data=test, out=str(out_dir / "student"),
-                  synth=DEMO_SYNTH, progress=progress, **DEMO_DISTILL)
+    teacher = load_weights(create_model("lenet5"), teacher_path)  # in memory: a named teacher would draw its
+    # random init after distill's seed and so change the student's initial weights the committed numbers came from
+    res = distill(teacher, "lenet5_half", budget=budget, seed=seed, eval_data="mnist5k:test",
+                  out=str(out_dir / "student"), synth=DEMO_SYNTH, progress=progress, **DEMO_DISTILL)
     import json
 
     srep = json.loads((out_dir / "student" / "report.json").read_text())

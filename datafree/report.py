@@ -113,6 +113,10 @@ def write_report(run: RunDir, report: dict, history: list[dict], title: str) -> 
         lines.append(f"- replay: **{s['replay']}**, holding {fp.get('bytes', 0) / 1e6:.2f} MB "
                      f"({', '.join(f'{k} {v:,}' for k, v in fp.items() if k != 'bytes')}); "
                      f"{s.get('replayed_images', 0):,} replayed images; novel window {s.get('novel_window', '-')}")
+        if s["replay"] != "none" and not s.get("replayed_images") and s.get("rounds"):
+            lines.append("- **no replay happened in this run**: the budget ended before the replay had anything to "
+                         "offer (a VAE starts after `min_updates` updates of its own): give a longer budget or lower "
+                         "`--replay-opt min_updates`")
     if s.get("time_split_s"):
         lines.append("- method time: " + ", ".join(f"{k} {v:.0f} s" for k, v in s["time_split_s"].items()))
     lines.append("")
@@ -167,7 +171,7 @@ def write_quant_report(run: RunDir, report: dict) -> None:
              f"{report.get('eval_data') or ('given in memory' if acc is not None else 'none')}", ""]
     if acc is not None:
         fp = report["fp32_accuracy"]
-        lines += ["| model | accuracy | size |", "|---|---:|---:|",
+        lines += ["| model | accuracy | size (weights packed at their bit widths, computed) |", "|---|---:|---:|",
                   f"| FP32 | {100 * fp:.2f} % | {report['size']['fp32_bytes'] / 1e6:.3f} MB |",
                   f"| quantized | {100 * acc:.2f} % ({100 * (acc - fp):+.2f} pt) | "
                   f"{report['size']['quantized_bytes'] / 1e6:.3f} MB ({report['size']['compression']:.1f}x) |", ""]
@@ -181,6 +185,11 @@ def write_quant_report(run: RunDir, report: dict) -> None:
             lines.append(f"- in its sparse pattern (kept N:M values + indices + block map, for a kernel or "
                          f"accelerator that reads it): {sz['sparse_bytes'] / 1e6:.3f} MB "
                          f"({sz['sparse_compression']:.1f}x smaller than FP32)")
+    files = [f"{name} {run.file(name).stat().st_size / 1e6:.3f} MB" for name in
+             ("quantized.safetensors", "model_fp32.onnx", "model_int8.onnx") if run.file(name).is_file()]
+    if files:  # what is on disk is not the packed size above: say so
+        lines.append("- files: " + ", ".join(files) + " (quantized.safetensors holds the float fake-quant state "
+                     "that `load_quantized` rebuilds the model from, not packed integers)")
     if report.get("mac"):
         m = report["mac"]
         lines.append(f"- one MAC ({m['weights']} x {m['activations']}), Yosys LUT-6 synthesis: {m['luts']} LUTs, "
@@ -235,6 +244,10 @@ def write_prune_report(run: RunDir, report: dict, history: list[dict]) -> None:
              f"{cfg['saliency']}",
              f"- data used by the method: **{report['data']}**",
              f"- held-out data (reporting only): {report.get('eval_data') or 'none'}", ""]
+    if cfg["block_sparsity"] > 0 and not p.get("block_sparsity"):
+        lines[-1:-1] = [f"- **no block was removed**: no layer of this model can take {cfg['block']}x{cfg['block']} "
+                        f"blocks (the first and last layers never do), so only {cfg['n']}:{cfg['m']} was applied; a "
+                        "smaller --block may fit"]
     if "accuracy" in p:
         lines += ["| model | user classes | among user classes only | other classes |", "|---|---:|---:|---:|"]
         for name, r in (("dense", d), ("pruned", p)):

@@ -344,8 +344,14 @@ def test_int8_onnx_matches_the_fake_quant_model(tmp_path):
     assert float((got.argmax(1) == ref.argmax(1)).float().mean()) >= 0.98
     import onnx
 
-    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    graph = onnx.load(str(path)).graph
+    ops = {n.op_type for n in graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # activations stay QDQ
+    int8 = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.INT8}
+    weights = [n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in int8]
+    assert len(weights) == len(quant_layers(qm))  # every weight stored as int8 in the file, none requantized
+    floats = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT and len(i.dims) > 1}
+    assert not floats  # no float weight matrix left (biases and scales are 1-d)
     with pytest.raises(DatafreeError, match="int8"):
         qm4, _ = quantize(teacher, QuantConfig(weights="int4"), x, progress=False)
         export_onnx(qm4, tmp_path / "m4.onnx", (3, 8, 8), int8=True)

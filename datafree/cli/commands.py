@@ -39,7 +39,10 @@ def distill(a: argparse.Namespace) -> None:
     s = res.summary
     acc = ""
     if "last_accuracy_fp32" in s:
-        acc = f", last accuracy {s['last_accuracy_fp32']:.4f}" + (
+        last = s.get("last_accuracy")
+        acc = f", last accuracy {s['last_accuracy_fp32']:.4f} re-evaluated in float32" + (
+            f" ({last:.4f} in the run's last evaluation, report.md's 'last')" if last is not None and
+            round(last, 4) != round(s["last_accuracy_fp32"], 4) else "") + (
             f", mean over the run {s['mean_accuracy']:.4f}" if "mean_accuracy" in s else "")
     print(f"done: {s['rounds']} rounds in {s['elapsed_s']:.0f} s{acc}; run directory {a.out}")
 

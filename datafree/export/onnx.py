@@ -118,8 +118,53 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: tuple[in
         # the TorchScript exporter: torch.export has no fake-tensor rule for fake_quantize with a dynamic batch
         torch.onnx.export(model, (x,), str(tmp), input_names=["input"], output_names=["logits"], dynamo=False,
                           opset_version=17, dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    if int8:
+        import onnx
+
+        proto = onnx.load(str(tmp))
+        _store_integer_weights(proto)
+        onnx.save(proto, str(tmp))
     os.replace(tmp, path)
     return path
+
+
+def _store_integer_weights(proto) -> int:
+    """The exporter writes each weight as float32 followed by QuantizeLinear, so the file is no smaller than the
+    FP32 one and every session requantizes at load.  Fold those QuantizeLinear nodes (constant input, scale and
+    zero point) into the integer initializers they produce - ONNX's own rounding: half to even, plus the zero
+    point, saturated - so the DequantizeLinear after them reads int8 from the file.  Returns how many."""
+    from onnx import numpy_helper
+
+    g = proto.graph
+    const = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    for n in g.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            const[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    uses: dict[str, int] = {}
+    for n in g.node:
+        for i in n.input:
+            uses[i] = uses.get(i, 0) + 1
+    folded, drop = [], set()
+    for n in g.node:
+        if n.op_type != "QuantizeLinear" or len(n.input) < 3 or not all(i in const for i in n.input[:3]):
+            continue
+        w, scale, zero = (const[i] for i in n.input[:3])
+        axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
+        if scale.ndim == 1 and w.ndim > 1:  # per channel along ``axis``
+            shape = [1] * w.ndim
+            shape[axis % w.ndim] = -1
+            scale, zero = scale.reshape(shape), zero.reshape(shape)
+        info = np.iinfo(zero.dtype)
+        q = np.clip(np.rint(w / scale) + zero.astype(np.int64), info.min, info.max).astype(zero.dtype)
+        g.initializer.append(numpy_helper.from_array(q, n.output[0]))
+        folded.append(n)
+        if uses.get(n.input[0]) == 1:
+            drop.add(n.input[0])
+    for n in folded:
+        g.node.remove(n)
+    for init in [i for i in g.initializer if i.name in drop]:
+        g.initializer.remove(init)
+    return len(folded)
 
 
 def session(path: str | os.PathLike, threads: int | None = None) -> onnxruntime.InferenceSession:

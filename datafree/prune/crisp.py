@@ -40,6 +40,7 @@ Choices were made on the fine-tuning loss on synthetic images, never on held-out
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -171,6 +172,10 @@ class CRISP:
         if not mods:
             raise DatafreeError(f"no layer can take {cfg.n}:{cfg.m} or {cfg.block}x{cfg.block} blocks "
                                 "(input channels must be a multiple of M)")
+        if cfg.block_sparsity > 0 and not blk_names:
+            warnings.warn(f"no layer of this model can take {cfg.block}x{cfg.block} blocks (its weight matrix, output "
+                          f"rows x input channels x kernel, must divide into them; the first and last layers never "
+                          f"do): only {cfg.n}:{cfg.m} is applied; a smaller --block may fit", stacklevel=2)
         for mod in mods.values():
             parametrize.register_parametrization(mod, "weight", Masked(torch.ones_like(mod.weight), cfg.srste_decay))
         dense = {n: m.parametrizations.weight.original for n, m in mods.items()}
