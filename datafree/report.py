@@ -160,6 +160,10 @@ def write_quant_report(run: RunDir, report: dict) -> None:
     layers = report.get("layers") or []
     acts = f"activations **{cfg['activations']}** per tensor" if cfg["activations"] else "activations in float " \
         "(weight-only)"
+    unsigned = [m for m in layers if (m["activations"] or "").startswith("uint")]
+    if cfg["activations"] and not cfg["activations"].startswith("uint") and unsigned:
+        acts += (f" ({len(unsigned)} of {len(layers)} layers take {unsigned[0]['activations']}: their inputs are "
+                 "non-negative, after a ReLU, so the sign bit goes to range)")
     edge = "" if not layers else "; the first and last layers: " + ", ".join(  # the formats used, after --edge-bits
         f"{m['name']} {m['weights']} x {m['activations'] or 'float'}" for m in layers[:1] + layers[1:][-1:]) + \
         (f" (--edge-bits {cfg['edge_bits']} widens them, never narrows)" if cfg["edge_bits"] else " (as the rest)")
@@ -193,7 +197,8 @@ def write_quant_report(run: RunDir, report: dict) -> None:
     if report.get("mac"):
         m = report["mac"]
         lines.append(f"- one MAC ({m['weights']} x {m['activations']}), Yosys LUT-6 synthesis: {m['luts']} LUTs, "
-                     f"{m['ffs']} FFs, depth {m['depth']}, {m['acc_bits']}-bit accumulator")
+                     f"{m['ffs']} FFs, depth {m['depth']}, {m['acc_bits']}-bit accumulator"
+                     + (" (the unsigned layers' MAC is not in the table; it is no wider)" if unsigned else ""))
     if report.get("onnx"):
         o = report["onnx"]
         lines.append(f"- ONNX: {o['fp32']} and {o['int8']} (QDQ); onnxruntime batch 64: FP32 "

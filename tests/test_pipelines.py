@@ -151,7 +151,10 @@ def test_sweep_writes_config_and_report_and_refuses_incomparable_points(tmp_path
     assert cfg["w_bits"] == [8] and cfg["calib_samples"] == 16
     md = (out / "report.md").read_text()
     assert "Pareto front" in md and "pareto.png" in md and "calibration data: **real" in md
-    n = json.loads((out / "sweep.json").read_text())["points"]
+    summary = json.loads((out / "sweep.json").read_text())
+    n = summary["points"]
+    assert len(summary["rows"]) == n and 0 <= summary["fp32_accuracy"] <= 1  # the points and their baseline
+    assert f"scores **{100 * summary['fp32_accuracy']:.2f} %**" in (out / "report.md").read_text()
     made = (out / "calib.safetensors").stat().st_mtime_ns
     assert main([*common, "--w-bits", "4,8"]) == 0  # more formats: the old points are kept, new ones added
     assert json.loads((out / "sweep.json").read_text())["points"] > n

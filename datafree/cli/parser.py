@@ -236,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("demo", help="the embedded MNIST-5k demo: teacher LeNet-5 -> data-free LeNet-5-half",
                        description="Train a LeNet-5 teacher on the embedded MNIST-5k digits (reused from --out/teacher "
                        "when there), then distill a LeNet-5-half from it without any digit; a rerun replaces "
-                       "--out/student. Prints the accuracies and writes report.md.")
+                       "--out/student. Prints the accuracies; writes report.json, and each stage's run directory "
+                       "(teacher/, student/) its report.md.")
     m.add_argument("--out", default="runs/demo",
                    help="demo directory: teacher/ (reused when present) and student/ (default runs/demo)")
     m.add_argument("--budget", default="240s", help="data-free distillation budget (default 240s)")
@@ -325,8 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Quantize the model with every weight/activation format pair (3-8 bits, integer "
                        "and minifloat splits) and algorithm set, evaluate it, and plot accuracy against the LUTs of "
                        "one MAC (from the committed Yosys table); the first and last layers stay at 8 bits or more, as "
-                       "quantize's default --edge-bits 8 keeps them. Writes sweep.csv, pareto.png, config.yaml and "
-                       "report.md in --out; a rerun into it with more formats or algorithms adds their points.")
+                       "quantize's default --edge-bits 8 keeps them. Writes sweep.csv, sweep.json (the points and "
+                       "the FP32 accuracy), pareto.png, calib.safetensors, config.yaml and report.md in --out; a "
+                       "rerun into it with more formats or algorithms adds their points.")
     w.add_argument("--model", required=True, help=MODEL_HELP)
     w.add_argument("--weights", required=True, help="model weights (.safetensors or a torch state_dict)")
     w.add_argument("--eval-data", required=True, help="held-out data for the accuracy axis")

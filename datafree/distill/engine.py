@@ -89,6 +89,8 @@ class DistillResult:
     run_dir: str | None = None
 
 
+STATE_METRICS = frozenset({"bank_size"})  # logged per round as the last value, not the mean
+
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     if not 0 <= seed < 2**32:  # numpy's range
         raise DatafreeError(f"the seed must be from 0 to 2^32-1, got {seed}")
@@ -294,7 +296,8 @@ class Distiller:
                 break
         row = {"round": self.round, "elapsed_s": round(self.clock.elapsed, 2), "kd_loss": float(np.mean(losses)),
                "lr": lr, "replay_bytes": self.replay.footprint()["bytes"]}
-        row.update({k: float(np.mean(v)) for k, v in acc.items()})
+        # per-call metrics: the round's mean, but a state (how full the bank is) as it stands at the round's end
+        row.update({k: float(v[-1] if k in STATE_METRICS else np.mean(v)) for k, v in acc.items()})
         stats = {"max_class_frac": row.get("max_class_frac", 0.0),
                  "effective_classes": row.get("effective_classes", 1e9)}
         row["collapse"] = (bool(acc) and is_collapsed(stats, self.meta.num_classes)) or row["kd_loss"] < 1e-4

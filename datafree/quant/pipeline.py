@@ -266,7 +266,9 @@ def sweep(model: nn.Module | str, *, weights: str | None = None, eval_data: Eval
     rows = run_sweep(model, x, ex, ey, fmts(w_bits), fmts(a_bits), algorithms or [[]], run.file("sweep.csv"),
                      progress=progress)
     plot_pareto(rows, run.file("pareto.png"), f"{meta.name}: accuracy ({len(ex)} held-out images) vs MAC cost")
+    fp32 = evaluate(model, ex, ey)["accuracy"]  # the baseline every point's drop is read against
     run.save_json("sweep.json", {"model": meta.name, "calibration": desc, "eval_samples": len(ex),
+                                 "fp32_accuracy": fp32, "rows": rows,
                                  "w_bits": cfg["sweep"]["w_bits"], "a_bits": cfg["sweep"]["a_bits"],
                                  "points": len(rows), "algorithms": cfg["sweep"]["algorithms"],
                                  "machine": machine_info()})
@@ -275,7 +277,8 @@ def sweep(model: nn.Module | str, *, weights: str | None = None, eval_data: Eval
 
     write_markdown(run, f"datafree sweep: {meta.name}", [
         f"calibration data: **{desc}**",
-        f"held-out data (the accuracy axis): {data_label(eval_data)}, its first {len(ex):,} images",
+        f"held-out data (the accuracy axis): {data_label(eval_data)}, its first {len(ex):,} images; the FP32 model "
+        f"scores **{100 * fp32:.2f} %** on them",
         f"{len(rows)} points: weights x activations x algorithms ({', '.join(cfg['sweep']['algorithms'])}); "
         "cost: LUTs of one MAC of the format pair (Yosys, datafree/hw/mac_costs.csv); all points in sweep.csv",
         "every point keeps the first and last layers at 8 bits or more (quantize's default --edge-bits 8, widened in "
