@@ -171,7 +171,10 @@ def train(model: nn.Module | str, data: Data, *, epochs: int = 10, out: str | No
     hist = train_supervised(model, ds.float(), ds.y, cfg, meta.mean, meta.std, progress)
     result = {"model": meta.name, "params": _params(model), "epochs": epochs, "elapsed_s": time.time() - t0,
               "train_accuracy": hist[-1]["train_accuracy"],
-              "accuracy": evaluate(model, ex, ey)["accuracy"] if ex is not None else None}
+              "accuracy": evaluate(model, ex, ey)["accuracy"] if ex is not None else None,
+              "data": data_label(data), "images": len(ds), "per_class": {str(k): v for k, v in ds.counts().items()},
+              "eval_data": data_label(eval_data), "eval_images": len(ey) if ey is not None else None,
+              "config": to_dict(cfg), "machine": machine_info(cfg.bf16)}
     if run:
         from datafree.report import plot_series, write_markdown
 
@@ -180,7 +183,8 @@ def train(model: nn.Module | str, data: Data, *, epochs: int = 10, out: str | No
         run.save_weights(model, "model.safetensors", meta_record(meta))
         run.save_json("report.json", result)
         keys = [k for k in ("train_accuracy", "loss") if k in hist[-1]]
-        plot_series(hist, "epoch", keys, run.file("training.png"), f"{meta.name}: supervised training")
+        plot_series(hist, "epoch", keys, run.file("training.png"), f"{meta.name}: supervised training",
+                    ylabel="train accuracy (0-1) and loss")
         held = f"{100 * result['accuracy']:.2f} %" if result["accuracy"] is not None else "not measured"
         write_markdown(run, f"datafree train: {meta.name}", [
             f"real labelled data: **{data_label(data)}**, {len(ds):,} images ({per_class_counts(ds.y)})",
@@ -216,7 +220,8 @@ def condense(data: Data, *, ipc: int = 10, budget: str | None = "25m", iteration
     from datafree.report import plot_series, save_grid, write_markdown
 
     save_grid(syn, run.file("condensed.png"))
-    plot_series(hist, "iteration", ["loss"], run.file("loss.png"), "Distribution Matching loss", log_y=True)
+    plot_series(hist, "iteration", ["loss"], run.file("loss.png"), "Distribution Matching loss", log_y=True,
+                ylabel="DM loss (log scale)")
     report = {"kind": "dataset condensation (Distribution Matching)", "ipc": ipc, "images": len(syn),
               "classes": len(syn.counts()), "source": str(data) if isinstance(data, (str, os.PathLike)) else None,
               "source_images": len(ds), "iterations": len(hist), "wall_s": time.time() - t0,

@@ -25,6 +25,11 @@ def plot_runs(histories: dict[str, list[dict]], path: PathLike, title: str = "he
     fig, ax = plt.subplots(figsize=(6.5, 3.8), dpi=110)
     for name, pts in curves.items():
         ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", ms=2.5, lw=1.2, label=name or None)
+    ys = [100 * p[1] for pts in curves.values() for p in pts]
+    lo, hi = min(ys), max(ys)
+    if hi - lo < 10:  # at least 10 points of range: a 0.1-point wobble must not look like a crash
+        mid = min(max((hi + lo) / 2, 5), 95)
+        ax.set_ylim(mid - 5.5, mid + 5.5)
     ax.set_xlabel("method time (min)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title)
@@ -36,7 +41,7 @@ def plot_runs(histories: dict[str, list[dict]], path: PathLike, title: str = "he
 
 
 def plot_series(rows: list[dict], x: str, ys: list[str], path: PathLike, title: str, log_y: bool = False,
-                bars: bool = False) -> bool:
+                bars: bool = False, ylabel: str | None = None) -> bool:
     """Columns ``ys`` of ``rows`` against column ``x`` (as lines, or bars), one PNG; False without matplotlib or
     data."""
     rows = [r for r in rows if all(r.get(k) is not None for k in (x, *ys))]
@@ -56,6 +61,11 @@ def plot_series(rows: list[dict], x: str, ys: list[str], path: PathLike, title: 
         ax.set_xticks([p + 0.4 - 0.4 / len(ys) for p in pos], [str(r[x]) for r in rows], rotation=60, ha="right",
                       fontsize=6)
     ax.set_xlabel(x)
+    ax.set_ylabel(ylabel or (ys[0] if len(ys) == 1 else "value"))
+    if not bars and all(isinstance(r[x], int) for r in rows):  # epochs, iterations: no 1.25
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(title)
     ax.grid(alpha=0.3)
     if log_y:
