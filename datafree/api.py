@@ -100,7 +100,8 @@ def distill(teacher: nn.Module | str, student: nn.Module | str, input_shape: Sha
         report = {
             "kind": "data-free distillation" if engine.guide is None else "distillation with guide samples",
             "data_used": _data_used(engine),
-            "eval_data": data_label(eval_data), "budget": str(engine.budget),
+            "eval_data": data_label(eval_data), "eval_images": len(ey) if ey is not None else None,
+            "budget": str(engine.budget),
             "elapsed_s": res.summary["elapsed_s"], "wall_s": time.time() - t0,
             "machine": machine_info(engine.bf16, res.summary["threads"]),
             "teacher": {"arch": meta.name, "params": _params(teacher),

@@ -109,13 +109,21 @@ def save_figure(fig, path: PathLike, tight: bool = True, pad: float = 1.08) -> N
     os.replace(tmp, path)
 
 
+def _held_out(report: dict) -> str:
+    """The held-out set a report names: its path (or "given in memory") and how many images were scored."""
+    n = report.get("eval_images")
+    if not report.get("eval_data") and n is None:
+        return "none"
+    return f"{report.get('eval_data') or 'given in memory'}" + (f", {n:,} images" if n is not None else "")
+
+
 def write_report(run: RunDir, report: dict, history: list[dict], title: str) -> None:
     run.save_json("report.json", report)
     has_plot = plot_accuracy(history, run.file("accuracy.png"))
     s = report.get("student", {})
     lines = [f"# {title}", ""]
     lines += [f"- data used by the method: **{report.get('data_used', 'none (data-free)')}**",
-              f"- held-out data (reporting only): {report.get('eval_data') or 'none'}",
+              f"- held-out data (reporting only): {_held_out(report)}",
               f"- budget: {report.get('budget')}, method time {report.get('elapsed_s', 0):.0f} s, "
               f"rounds {s.get('rounds', '-')}"]
     if s.get("replay"):
@@ -181,8 +189,7 @@ def write_quant_report(run: RunDir, report: dict) -> None:
              f"- weights **{cfg['weights']}** per {cfg['w_granularity']}, {acts}{edge}",
              f"- algorithms: {', '.join(report['algorithms']) or 'round-to-nearest only'}",
              f"- calibration data: **{report['calibration']}**",
-             f"- held-out data (reporting only): "
-             f"{report.get('eval_data') or ('given in memory' if acc is not None else 'none')}", ""]
+             f"- held-out data (reporting only): {_held_out(report)}", ""]
     if acc is not None:
         fp = report["fp32_accuracy"]
         lines += ["| model | accuracy | size (weights packed at their bit widths, computed) |", "|---|---:|---:|",
@@ -258,7 +265,7 @@ def write_prune_report(run: RunDir, report: dict, history: list[dict]) -> None:
              f"blocks, block sparsity target {cfg['block_sparsity']:.2f} in {cfg['steps']} steps, saliency "
              f"{cfg['saliency']}",
              f"- data used by the method: **{report['data']}**",
-             f"- held-out data (reporting only): {report.get('eval_data') or 'none'}", ""]
+             f"- held-out data (reporting only): {_held_out(report)}", ""]
     if cfg["block_sparsity"] > 0 and not p.get("block_sparsity"):
         lines[-1:-1] = [f"- **no block was removed**: no layer of this model can take {cfg['block']}x{cfg['block']} "
                         f"blocks (the first and last layers never do), so only {cfg['n']}:{cfg['m']} was applied; a "

@@ -196,7 +196,7 @@ def prune(model: nn.Module | str, *, classes: list[int] | None = None, method: s
               "config": to_dict(cfg), "data": desc, "data_s": round(t_data, 1),
               "prune_s": round(time.time() - t1, 1),  # wall-clock, held-out evaluation included
               "method_s": history[-1]["elapsed_s"] if history else 0.0,  # what --budget limits
-              "eval_data": data_label(eval_data),
+              "eval_data": data_label(eval_data), "eval_images": len(ey) if ey is not None else None,
               "dense": dense_eval, "pruned": history[-1] if history else {},
               "sparsity": sparsity_stats(pruned), "macs": mac_counts(pruned, meta.input_shape),
               "storage": storage(pruned, cfg.n, cfg.m, cfg.block), "machine": machine_info()}

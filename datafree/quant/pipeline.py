@@ -133,7 +133,8 @@ def quantize(model: nn.Module | str, config: QuantConfig | None = None, calib: D
     qmodel, info = run_quant(model, cfg, x, progress)
     report = {"kind": "post-training quantization", "model": meta.name, "config": to_dict(cfg),
               "calibration": calib_desc, "calibration_data_s": round(t_calib, 1), **info,
-              "eval_data": data_label(eval_data), "machine": machine_info()}
+              "eval_data": data_label(eval_data), "eval_images": len(ey) if ey is not None else None,
+              "machine": machine_info()}
     if ex is not None:
         report["fp32_accuracy"] = evaluate(model, ex, ey)["accuracy"]
         report["accuracy"] = evaluate(qmodel, ex, ey)["accuracy"]
