@@ -49,6 +49,7 @@ def worker() -> None:
 
     from datafree.models import create_model, load_weights
 
+    torch.manual_seed(0)
     teacher = load_weights(create_model("resnet56"), TEACHER).to(memory_format=torch.channels_last)
     student = create_model("resnet20").to(memory_format=torch.channels_last)
     r = setup(teacher, fused=False)

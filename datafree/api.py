@@ -13,7 +13,7 @@ from torch import nn
 
 from datafree.config import checked_options, make_checked, to_dict
 from datafree.data.loaders import data_label, load_dataset, per_class_counts
-from datafree.distill.engine import DistillConfig, Distiller, DistillResult, method_configs
+from datafree.distill.engine import DistillConfig, Distiller, DistillResult, check_seed, method_configs
 from datafree.distill.supervised import TrainConfig, train_supervised
 from datafree.errors import DatafreeError
 from datafree.evaluate import eval_tensors, evaluate, evaluate_dataset  # noqa: F401  (evaluate_dataset: the API)
@@ -53,6 +53,7 @@ def distill(teacher: nn.Module | str, student: nn.Module | str, input_shape: Sha
     ``options`` are fields of ``DistillConfig`` (batch_size, kd_steps, lr, temperature, ...).
     ``eval_data`` (npz path, ImageSet or (x, y) in the input space) is for reporting only.
     """
+    check_seed(seed)  # before anything is built or written
     torch.manual_seed(seed)  # zoo students are initialised under the run's seed
     name, teacher = teacher, as_model(teacher, teacher_weights, num_classes)  # an unknown name fails here first
     if isinstance(name, str) and not teacher_weights and not name.split(":", 1)[0].endswith(".py"):
@@ -203,11 +204,13 @@ def condense(data: Data, *, ipc: int = 10, budget: str | None = "25m", iteration
     a grid PNG, metrics.jsonl, config.yaml and report.json."""
     from datafree.condense import DMConfig
     from datafree.condense import condense as run_condense
+    from datafree.condense.dm import check_data
     from datafree.data.loaders import save_npz
 
     cfg = make_checked(DMConfig, dict(ipc=ipc, budget=None if iterations else budget, iterations=iterations, seed=seed,
                                       **options), "condense")
     ds = load_dataset(str(data)) if isinstance(data, (str, os.PathLike)) else data
+    check_data(ds, cfg)  # before anything is written
     run = RunDir(out)
     run.expect("condense")
     run.refuse_if_taken(resumable=False)

@@ -334,6 +334,10 @@ def test_condense_and_train_check_everything_before_writing_and_never_overwrite_
     files = {p.name: p.read_bytes() for p in c.iterdir() if p.is_file()}
     code, err = run_main(capsys, *base, "--budget", "5x")  # a bad budget: refused before anything is written
     assert_one_line_error(code, err, "cannot parse budget '5x'")
+    code, err = run_main(capsys, "condense", "--data", str(tmp_path / "d.npz"), "--ipc", "5", "--out",
+                         str(tmp_path / "c5"), "--quiet")  # 4 images per class
+    assert_one_line_error(code, err, "class 0 has 4 images, fewer than ipc=5")
+    assert not (tmp_path / "c5").exists()
     code, err = run_main(capsys, *base, "--iterations", "3")  # a valid rerun does not replace the finished set
     assert_one_line_error(code, err, "already holds a run; choose another --out")
     assert {p.name: p.read_bytes() for p in c.iterdir() if p.is_file()} == files
@@ -387,6 +391,9 @@ def test_conflicting_or_ignored_flags_and_damaged_files_are_one_line_errors(caps
     code, err = run_main(capsys, "prune", *common, "--classes", "0,1", "--prune-opt", "n=3", "--out",
                          str(tmp_path / "p"))
     assert_one_line_error(code, err, "--prune-opt n=... is set by --nm")
+    code, err = run_main(capsys, "prune", *common, "--classes", "0,1", "--prune-opt", "seed=1", "--out",
+                         str(tmp_path / "p"))
+    assert_one_line_error(code, err, "--prune-opt seed=... is set by --seed")
     code, err = run_main(capsys, "quantize", *common, "--group-size", "16", "--out", str(tmp_path / "q"))
     assert_one_line_error(code, err, "--group-size applies to --granularity group, not channel")
     torch_file = tmp_path / "w.pt"

@@ -105,7 +105,7 @@ def prune(a: argparse.Namespace) -> None:
     opts = {"n": int(n), "m": int(m), "block": a.block, "block_sparsity": a.block_sparsity, "steps": a.steps,
             "iterations": a.iterations, "budget": a.budget, "saliency": a.saliency, "lr": a.lr,
             "samples_per_class": a.samples_per_class}
-    flagged = [k for k in dict(a.prune_opt) if k in opts or k == "classes"]
+    flagged = [k for k in dict(a.prune_opt) if k in opts or k in ("classes", "seed")]
     if flagged:  # it would silently override (or be overridden by) the flag
         flag = {"n": "--nm", "m": "--nm"}.get(flagged[0], "--" + flagged[0].replace("_", "-"))
         raise DatafreeError(f"--prune-opt {flagged[0]}=... is set by {flag}: give it there")

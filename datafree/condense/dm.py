@@ -75,6 +75,14 @@ def _by_class(y: torch.Tensor, num_classes: int) -> list[torch.Tensor]:
     return [torch.nonzero(y == c).flatten() for c in range(num_classes)]
 
 
+def check_data(data: ImageSet, cfg: DMConfig) -> None:
+    """Every class holds at least ``ipc`` images (they initialise its condensed ones)."""
+    counts = torch.bincount(data.y, minlength=int(data.y.max()) + 1)
+    short = [c for c in range(len(counts)) if counts[c] < cfg.ipc]
+    if short:
+        raise DatafreeError(f"class {short[0]} has {int(counts[short[0]])} images, fewer than ipc={cfg.ipc}")
+
+
 def condense(data: ImageSet, cfg: DMConfig, progress: bool = True, log=None) -> tuple[ImageSet, list[dict]]:
     """A condensed copy of ``data`` with ``cfg.ipc`` images per class; also the loss history."""
     budget = Budget.parse(cfg.budget, cfg.iterations)
@@ -82,9 +90,7 @@ def condense(data: ImageSet, cfg: DMConfig, progress: bool = True, log=None) -> 
     torch.manual_seed(cfg.seed)
     num_classes = int(data.y.max()) + 1
     idx = _by_class(data.y, num_classes)
-    short = [c for c in range(num_classes) if len(idx[c]) < cfg.ipc]
-    if short:
-        raise DatafreeError(f"class {short[0]} has {len(idx[short[0]])} images, fewer than ipc={cfg.ipc}")
+    check_data(data, cfg)
     x = data.x.float() / 255
     mean, std = x.mean((0, 2, 3)).view(1, -1, 1, 1), x.std((0, 2, 3)).view(1, -1, 1, 1)
     xn = (x - mean) / std
@@ -93,7 +99,7 @@ def condense(data: ImageSet, cfg: DMConfig, progress: bool = True, log=None) -> 
     ys = torch.arange(num_classes).repeat_interleave(cfg.ipc)
     opt = torch.optim.SGD([syn], cfg.lr, momentum=cfg.momentum)
     c, h, _ = x.shape[1:]
-    n_real = min(cfg.batch_real, min(len(i) for i in idx))  # more draws than a class holds add only repeats
+    n_real = min(cfg.batch_real, max(len(i) for i in idx))  # more draws than any class holds add only repeats
     history, it, t0 = [], 0, time.perf_counter()
     bar = Progress("condense", progress)
     while not budget.done(time.perf_counter() - t0, it):

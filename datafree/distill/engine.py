@@ -91,9 +91,13 @@ class DistillResult:
 
 STATE_METRICS = frozenset({"bank_size"})  # logged per round as the last value, not the mean
 
-def seed_everything(seed: int, deterministic: bool = False) -> None:
+def check_seed(seed: int) -> None:
     if not 0 <= seed < 2**32:  # numpy's range
         raise DatafreeError(f"the seed must be from 0 to 2^32-1, got {seed}")
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    check_seed(seed)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -238,10 +242,13 @@ class Distiller:
         else:
             loss = kd_loss(s, t, cfg.temperature, cfg.loss)
         if not torch.isfinite(loss):
-            kept = self.run is not None and self.run.has_checkpoint()
-            raise DatafreeError(f"the KD loss became {loss.item()} in round {self.round}; " + (
-                "the last checkpoint is intact: lower --lr (or disable bf16) and rerun with --resume" if kept else
-                "no round had finished, so nothing was kept: lower --lr (or disable bf16) and start afresh"))
+            if self.run is None:
+                advice = "lower the lr (or disable bf16) and rerun"
+            elif self.run.has_checkpoint():
+                advice = "the last checkpoint is intact: lower --lr (or disable bf16) and rerun with --resume"
+            else:
+                advice = "no round had finished, so nothing was kept: lower --lr (or disable bf16) and start afresh"
+            raise DatafreeError(f"the KD loss became {loss.item()} in round {self.round}; {advice}")
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -279,10 +286,9 @@ class Distiller:
         self.student.train()
         losses, lr = [], self.cfg.lr
         for step in range(cfg.kd_steps):
-            # before the synthesis, whose replay update reads it (a resumed run has no previous step's value)
-            self.budget_progress = self._progress(step)
             if step % cfg.synth_every == 0 and not self.synth_off:
-                self._synthesize(acc)
+                self._synthesize(acc)  # its replay update reads the previous step's progress (checkpointed)
+            self.budget_progress = self._progress(step)
             lr = cfg.lr * cosine(self.budget_progress)
             for g in self.opt.param_groups:
                 g["lr"] = lr
@@ -316,6 +322,7 @@ class Distiller:
             "ema": self.ema.state_dict() if self.ema is not None else None, "ema_steps": self.ema_steps,
             "replay_name": self.cfg.replay, "replay": replay, "history": self.history, "rng": torch.get_rng_state(),
             "counters": [self.t_synth, self.t_kd, self.t_replay, self.n_synth, self.n_kd, self.n_replayed],
+            "budget_progress": self.budget_progress,  # what the next round's first synthesis hands the replay
         })
         # only now that the checkpoint names them may the files it no longer needs go
         SamplePool.prune(ck / "pool", pool)
@@ -351,6 +358,7 @@ class Distiller:
         self.round, self.history = state["round"], list(state["history"])
         self.clock = Stopwatch(state["elapsed"])
         self.t_synth, self.t_kd, self.t_replay, self.n_synth, self.n_kd, self.n_replayed = state["counters"]
+        self.budget_progress = state.get("budget_progress", 0.0)  # checkpoints before it was saved: 0, as then
         torch.set_rng_state(state["rng"])
         self.run.truncate_metrics(self.round)
         return True

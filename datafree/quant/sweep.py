@@ -49,6 +49,18 @@ def pareto(points: list[tuple[float, float]]) -> list[bool]:
     return flags
 
 
+def _typed(v: str) -> object:
+    """A CSV cell back as the number or flag it was written from, so that earlier and new points agree in type."""
+    if v in ("True", "False"):
+        return v == "True"
+    for kind in (int, float):
+        try:
+            return kind(v)
+        except ValueError:
+            pass
+    return v
+
+
 def sweep(model: nn.Module, calib: torch.Tensor, eval_x: torch.Tensor, eval_y: torch.Tensor,
           w_formats: list[Format], a_formats: list[Format], algorithms: list[list[str]], out_csv: str | os.PathLike,
           table: dict | None = None, progress: bool = True, resume: bool = True) -> list[dict]:
@@ -57,7 +69,7 @@ def sweep(model: nn.Module, calib: torch.Tensor, eval_x: torch.Tensor, eval_y: t
     rows: list[dict] = []
     if resume and out_csv.is_file():
         with open(out_csv) as f:
-            rows = [dict(r) for r in csv.DictReader(f)]
+            rows = [{k: _typed(v) for k, v in r.items()} for r in csv.DictReader(f)]
     seen = {(r["weights"], r["activations"], r["algorithms"]) for r in rows}
     todo = [(w, a, al) for w in w_formats for a in a_formats for al in algorithms
             if (format_key(w), format_key(a), "+".join(al) or "rtn") not in seen]

@@ -63,8 +63,8 @@ class GeneratorConfig:
 
     def __post_init__(self) -> None:
         if min(self.batch_size, self.g_steps, self.nz, self.ngf) < 1 or not (self.lr_g > 0 and self.lr_z >= 0):
-            raise DatafreeError("the generator needs batch_size, g_steps, nz, ngf >= 1 and lr_g > 0, got "
-                                f"{self.batch_size}, {self.g_steps}, {self.nz}, {self.ngf}, {self.lr_g}")
+            raise DatafreeError("the generator needs batch_size, g_steps, nz, ngf >= 1, lr_g > 0 and lr_z >= 0, got "
+                                f"{self.batch_size}, {self.g_steps}, {self.nz}, {self.ngf}, {self.lr_g}, {self.lr_z}")
         if not 0 <= self.bn_momentum < 1:
             raise DatafreeError(f"the generator's bn_momentum must be in [0, 1), got {self.bn_momentum}")
 
