@@ -91,6 +91,7 @@ class DistillResult:
 
 STATE_METRICS = frozenset({"bank_size"})  # logged per round as the last value, not the mean
 
+
 def check_seed(seed: int) -> None:
     if not 0 <= seed < 2**32:  # numpy's range
         raise DatafreeError(f"the seed must be from 0 to 2^32-1, got {seed}")
