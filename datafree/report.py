@@ -206,8 +206,8 @@ def write_quant_report(run: RunDir, report: dict) -> None:
             lines.append(f"- in its sparse pattern (kept N:M values + indices + block map, for a kernel or "
                          f"accelerator that reads it): {sz['sparse_bytes'] / 1e6:.3f} MB "
                          f"({sz['sparse_compression']:.1f}x smaller than FP32)")
-    files = [f"{name} {run.file(name).stat().st_size / 1e6:.3f} MB" for name in
-             ("quantized.safetensors", "model_fp32.onnx", "model_int8.onnx") if run.file(name).is_file()]
+    names = ("quantized.safetensors", *(("model_fp32.onnx", "model_int8.onnx") if report.get("onnx") else ()))
+    files = [f"{name} {run.file(name).stat().st_size / 1e6:.3f} MB" for name in names if run.file(name).is_file()]
     if files:  # what is on disk is not the packed size above: say so
         lines.append("- files: " + ", ".join(files) + " (quantized.safetensors holds the float fake-quant state "
                      "that `load_quantized` rebuilds the model from, not packed integers)")
