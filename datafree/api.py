@@ -164,10 +164,8 @@ def train(model: nn.Module | str, data: Data, *, epochs: int = 10, out: str | No
     ex, ey = eval_tensors(eval_data, meta)  # bad held-out data fails now, not after the training
     run = RunDir(out) if out else None
     if run:
-        run.expect("train")
-        run.refuse_if_taken(resumable=False)
-        run.write_config({"train": to_dict(cfg), "model": meta.name, "data": data_label(data),
-                          "eval_data": data_label(eval_data)})
+        run.claim({"train": to_dict(cfg), "model": meta.name, "data": data_label(data),
+                   "eval_data": data_label(eval_data)}, resume=False, resumable=False)
         run.reset_metrics()
     t0 = time.time()
     hist = train_supervised(model, ds.float(), ds.y, cfg, meta.mean, meta.std, progress)
@@ -212,9 +210,8 @@ def condense(data: Data, *, ipc: int = 10, budget: str | None = "25m", iteration
     ds = load_dataset(str(data)) if isinstance(data, (str, os.PathLike)) else data
     check_data(ds, cfg)  # before anything is written
     run = RunDir(out)
-    run.expect("condense")
-    run.refuse_if_taken(resumable=False)
-    run.write_config({"condense": to_dict(cfg), "data": str(data) if isinstance(data, (str, os.PathLike)) else None})
+    run.claim({"condense": to_dict(cfg), "data": str(data) if isinstance(data, (str, os.PathLike)) else None},
+              resume=False, resumable=False)
     run.reset_metrics()
     t0 = time.time()
     syn, hist = run_condense(ds, cfg, progress, run.log_metrics)

@@ -63,10 +63,14 @@ class RunDir:
     def has_checkpoint(self) -> bool:
         return (self.ckpt_dir / "state.pt").is_file()
 
-    def claim(self, cfg: dict, resume: bool, free: frozenset[str] = frozenset()) -> None:
-        """Before a command writes anything here: a fresh run must not overwrite a run this directory already
-        holds, and a resumed one must have the settings its checkpoint was made with (dotted keys of ``cfg``
-        in ``free``, such as the budget, may change).  Then the resolved config is written."""
+    def claim(self, cfg: dict, resume: bool, free: frozenset[str] = frozenset(), resumable: bool = True) -> None:
+        """Before a command writes anything here: another command's run is refused, a fresh run must not overwrite
+        a run this directory already holds (``resumable``: the error offers --resume), and a resumed one must have
+        the settings its checkpoint was made with (dotted keys of ``cfg`` in ``free``, such as the budget, may
+        change).  Then the resolved config is written."""
+        kind = config_kind(cfg)
+        if kind:
+            self.expect(kind)  # first: "--resume" is no answer to a directory holding another command's run
         if resume and self.has_checkpoint():
             old = self.read_config()
             if old is not None:
@@ -75,7 +79,7 @@ class RunDir:
                     raise DatafreeError(f"the checkpoint in '{self.path}' was made with other settings ({diff}); "
                                         "resume with the same options or use another --out")
         elif not resume:
-            self.refuse_if_taken()
+            self.refuse_if_taken(resumable)
         self.write_config(cfg)
 
     def refuse_if_taken(self, resumable: bool = True) -> None:
