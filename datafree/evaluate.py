@@ -94,8 +94,9 @@ def eval_tensors(data: EvalData | None, meta: ModelMeta) -> tuple[torch.Tensor, 
 def evaluate_dataset(model: nn.Module | str, data: Data, *, weights: str | None = None, num_classes: int | None = None,
                      input_shape: Shape | None = None, mean: Floats | None = None, std: Floats | None = None) -> dict:
     """Accuracy of ``model`` on labelled data given as a path (npz / folder / mnist5k:test) or ImageSet;
-    pixels are normalised with the model's recorded mean/std (or the ones passed)."""
-    model = as_model(model, weights, num_classes)
+    pixels are normalised with the model's recorded mean/std (or the ones passed).  ``weights`` may be a
+    quantize run's quantized.safetensors: the quantized model is evaluated."""
+    model = as_model(model, weights, num_classes, quantized=True)
     ds = load_dataset(str(data)) if isinstance(data, (str, os.PathLike)) else data
     meta = data_meta(model, tuple(ds.x.shape[1:]), "the data's images", input_shape, num_classes, mean, std)
     x, y = eval_tensors(ds, meta)

@@ -208,9 +208,9 @@ def write_quant_report(run: RunDir, report: dict) -> None:
                          f"({sz['sparse_compression']:.1f}x smaller than FP32)")
     names = ("quantized.safetensors", *(("model_fp32.onnx", "model_int8.onnx") if report.get("onnx") else ()))
     files = [f"{name} {run.file(name).stat().st_size / 1e6:.3f} MB" for name in names if run.file(name).is_file()]
-    if files:  # what is on disk is not the packed size above: say so
-        lines.append("- files: " + ", ".join(files) + " (quantized.safetensors holds the float fake-quant state "
-                     "that `load_quantized` rebuilds the model from, not packed integers)")
+    if files:  # the real files, beside the computed size above
+        lines.append("- files: " + ", ".join(files) + " (quantized.safetensors: the weights as bit-packed codes "
+                     "and scales, with the activation quantizers; `datafree evaluate --weights` reads it)")
     if report.get("mac"):
         m = report["mac"]
         lines.append(f"- one MAC ({m['weights']} x {m['activations']}), Yosys LUT-6 synthesis: {m['luts']} LUTs, "

@@ -309,6 +309,13 @@ def test_quantize_cli_end_to_end_with_real_and_synthetic_calibration(tmp_path):
             assert (out / f).is_file()
         if calib.endswith("npz"):
             assert "per class: " in rep["calibration"]
+            # datafree evaluate reads the quantized file (its input shape and classes recorded in it)
+            ev = subprocess.run([sys.executable, "-m", "datafree", "evaluate", "--model", "tests/tiny.py:tiny_cnn",
+                                 "--weights", str(out / "quantized.safetensors"), "--data", str(tmp_path / calib),
+                                 "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                                env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+            assert ev.returncode == 0, ev.stderr
+            assert json.loads(ev.stdout)["accuracy"] == rep["accuracy"]
     # the saved synthetic calibration set is reused as it was made: the same quantized weights
     reuse = tmp_path / "reuse"
     r = subprocess.run([*base, "--calib", str(tmp_path / "synthetic" / "calib.safetensors"), "--out", str(reuse)],
@@ -502,10 +509,52 @@ def test_gptq_block_cached_inputs_equal_the_per_layer_forward(monkeypatch):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.parametrize("name", ["int2", "int3", "int4", "int8", "fp8_e4m3", "fp8_e5m2", "fp8_e4m3fnuz", "fp6_e3m2",
+                                  "fp6_e2m3", "fp4_e2m1", "e3m2", "e2m1_nosub", "e4m3b6"])
+def test_weight_codes_round_trip_every_grid_value_in_the_formats_bit_width(name):
+    from datafree.quant.codes import code_bits, decode, encode, signed_grid
+    from datafree.quant.formats import as_saturating
+
+    fmt = as_saturating(parse_format(name))
+    grid = signed_grid(fmt)
+    assert code_bits(fmt) == fmt.bits and len(grid) <= 2**fmt.bits and torch.equal(grid, grid.sort().values)
+    torch.manual_seed(0)
+    values = grid[torch.randint(len(grid), (3 * len(grid) + 5,))]  # an odd count: the last byte is partly used
+    values[: len(grid)] = grid  # every value at least once
+    packed = encode(values, fmt)
+    assert packed.dtype == torch.uint8 and len(packed) == math.ceil(len(values) * fmt.bits / 8)
+    assert torch.equal(decode(packed, fmt, len(values)), values)
+    assert torch.equal(decode(encode(values * (1 + 1e-7), fmt), fmt, len(values)), values)  # nearest grid value
+    with pytest.raises(DatafreeError, match="do not hold"):
+        decode(packed[:-1], fmt, len(values))
+
+
+def test_a_saved_quantized_model_holds_packed_codes_and_no_float_weights(tmp_path):
+    from datafree.io.safetensors import load_safetensors
+    from datafree.quant import save_quantized
+
+    teacher, _, x = _tiny_setup()
+    cfg = QuantConfig(weights="int4", activations="int8", w_granularity="group", group_size=8, edge_bits=None)
+    qmodel, _ = quantize(teacher, cfg, x, progress=False)
+    save_quantized(qmodel, cfg, tmp_path / "q.safetensors")
+    stored = load_safetensors(tmp_path / "q.safetensors")
+    layers = quant_layers(qmodel)
+    for m in layers:
+        rows, cols = m.weight_q.shape[0], m.weight_q[0].numel()
+        assert len(stored[f"quant::{m.name}.weight_codes"]) == math.ceil(rows * cols * 4 / 8)  # 4 bits a weight
+        assert stored[f"quant::{m.name}.w_scale"].shape == (rows, math.ceil(cols / 8))  # one scale per group
+    assert not [k for k in stored if k.endswith(("weight_q", "layer.weight"))]
+    weights = sum(m.weight_q.numel() for m in layers)
+    assert sum(v.numel() for k, v in stored.items() if k.endswith("weight_codes")) == sum(
+        math.ceil(m.weight_q.numel() / 2) for m in layers) < weights
+
+
 @pytest.mark.parametrize("cfg", [
     QuantConfig(weights="int4", activations="int4", algorithms=["smoothquant", "bias_correction"]),
     QuantConfig(weights="fp6_e3m2", activations="e2m1", w_granularity="group", group_size=4),
     QuantConfig(weights="int8", activations="int6_asym", quantize_residuals=True),
+    QuantConfig(weights="int3", activations="int8", algorithms=["gptq"]),  # weights computed in float64
+    QuantConfig(weights="e2m1", activations=None, algorithms=["adaround"], options={"adaround": {"iters": 20}}),
 ])
 def test_a_saved_quantized_model_loads_back_to_the_same_outputs(tmp_path, cfg):
     from datafree.quant import load_quantized, save_quantized

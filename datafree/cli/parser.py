@@ -228,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Top-1 accuracy and loss of a model with the given weights on labelled images, "
                        "normalised with the model's recorded mean/std (or --mean/--std).")
     e.add_argument("--model", required=True, help=MODEL_HELP)
-    e.add_argument("--weights", required=True, help="model weights (.safetensors or a torch state_dict)")
+    e.add_argument("--weights", required=True, help="model weights (.safetensors or a torch state_dict), or a quantize "
+                   "run's quantized.safetensors: the quantized model is evaluated")
     e.add_argument("--data", required=True, help="npz, image folder, mnist5k:test")
     e.add_argument("--json", action="store_true", help="print JSON")
     _model_args(e)

@@ -219,8 +219,9 @@ def load_weights(model: nn.Module, path: str | os.PathLike, name: str | None = N
         raise DatafreeError(f"'{path}' is the verified {owner} checkpoint, not {name}: pass the matching model")
     expected = model.state_dict()
     if any(k.endswith(".w_scale") for k in sd) and not any(k.endswith(".w_scale") for k in expected):
-        raise DatafreeError(f"'{path}' holds a quantized model (quantize's quantized.safetensors): load it with "
-                            "datafree.quant.load_quantized(model, path), or evaluate the float weights")
+        raise DatafreeError(f"'{path}' holds a quantized model (quantize's quantized.safetensors): datafree evaluate "
+                            "reads it and datafree.quant.load_quantized(model, path) loads it; to quantize, prune or "
+                            "distill, start from the float weights")
     for k, v in expected.items():
         if k.endswith("num_batches_tracked"):
             continue
@@ -246,21 +247,40 @@ __all__ = ["Generator", "KNOWN_CHECKPOINTS", "MODELS", "ModelMeta", "ModelSpec",
            "sha256_file"]
 
 
-def as_model(model: nn.Module | str, weights: str | None = None, num_classes: int | None = None) -> nn.Module:
+def as_model(model: nn.Module | str, weights: str | None = None, num_classes: int | None = None,
+             quantized: bool = False) -> nn.Module:
     """A zoo name or a module, with ``weights`` loaded.  Weights a datafree run wrote (a distilled student, a
     trained or pruned model) record the input shape, class count and normalisation the model was trained in; they
     win over the zoo's defaults (a zoo student of a teacher with other statistics learnt in the teacher's input
-    space), so evaluating or quantizing it needs no --mean/--std again (explicit arguments still win)."""
-    recorded = recorded_meta(weights) if weights and str(weights).endswith(".safetensors") else None
+    space), so evaluating or quantizing it needs no --mean/--std again (explicit arguments still win).
+    ``quantized``: weights that quantize wrote (quantized.safetensors) give the quantized model."""
+    safetensors = bool(weights) and str(weights).endswith(".safetensors")
+    recorded = recorded_meta(weights) if safetensors else None
     if isinstance(model, str):  # a zoo model trained for another class count is built for it
         m = create_model(model, num_classes or (recorded.num_classes if recorded else None))
     else:
         m = model
-    if weights:
+    if weights and quantized and safetensors and _quantized_file(weights):
+        from datafree.quant import load_quantized
+
+        meta = getattr(m, "datafree_meta", None)  # the BN-folded copy drops the zoo's record
+        m = load_quantized(m, weights)
+        if meta is not None:
+            m.datafree_meta = meta
+    elif weights:
         load_weights(m, weights)
-        if recorded is not None:
-            m.datafree_meta = recorded
+    if weights and recorded is not None:
+        m.datafree_meta = recorded
     return m
+
+
+def _quantized_file(path: str | os.PathLike) -> bool:
+    from datafree.io.safetensors import read_metadata
+
+    try:
+        return "quant_config" in read_metadata(path)
+    except Exception:  # noqa: BLE001 - a missing or corrupt file: load_weights says so in one line
+        return False
 
 
 def meta_record(meta: ModelMeta) -> dict[str, str]:

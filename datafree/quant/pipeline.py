@@ -19,7 +19,7 @@ from datafree.data.loaders import data_label, load_dataset, per_class_counts
 from datafree.errors import DatafreeError
 from datafree.evaluate import eval_tensors, evaluate
 from datafree.machine import machine_info
-from datafree.models import ModelMeta, as_model, check_model, model_meta, sha256_file
+from datafree.models import ModelMeta, as_model, check_model, meta_record, model_meta, sha256_file
 from datafree.quant.graph import trace
 from datafree.run import RunDir, config_difference
 from datafree.types import Data, EvalData, Floats, PathLike, Shape
@@ -168,8 +168,9 @@ def quantize(model: nn.Module | str, config: QuantConfig | None = None, calib: D
         from datafree.quant.checkpoint import save_quantized
 
         save_quantized(qmodel, cfg, run.file("quantized.safetensors"), {
-            "arch": meta.name, "format": "fake-quantized (dequantized grid values), BN folded, with every quantizer's "
-            "parameters: datafree.quant.load_quantized", "weights": cfg.weights, "activations": str(cfg.activations)})
+            **meta_record(meta), "format": "quantized, BN folded: bit-packed weight codes and scales, with every "
+            "quantizer's parameters; datafree evaluate reads it, or datafree.quant.load_quantized",
+            "weights": cfg.weights, "activations": str(cfg.activations)})
         from datafree.report import write_quant_report
 
         write_quant_report(run, report)

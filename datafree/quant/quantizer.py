@@ -242,7 +242,9 @@ class QuantLayer(nn.Module):
     def set_weight(self, weight_q: torch.Tensor | None = None) -> None:
         w = self.weight
         self.w_scale = weight_scale(w.reshape(len(w), -1), self.w_spec)
-        self.weight_q = quantize_weight(w, self.w_spec, self.w_scale) if weight_q is None else weight_q.detach()
+        # a given weight (AdaRound's, GPTQ's: grid values, some computed in float64) is snapped onto the float32
+        # grid of these scales, so that every weight_q is exactly code x scale, as quantized.safetensors stores it
+        self.weight_q = quantize_weight(w if weight_q is None else weight_q.detach(), self.w_spec, self.w_scale)
 
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
         if self.smooth is not None:
