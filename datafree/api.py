@@ -17,6 +17,7 @@ from datafree.distill.engine import DistillConfig, Distiller, DistillResult, che
 from datafree.distill.supervised import TrainConfig, train_supervised
 from datafree.errors import DatafreeError
 from datafree.evaluate import eval_tensors, evaluate, evaluate_dataset  # noqa: F401  (evaluate_dataset: the API)
+from datafree.export.pipeline import export_model  # noqa: F401  (the API of `datafree export`)
 from datafree.machine import cpu_model, machine_info  # noqa: F401  (cpu_model: for the benchmarks)
 from datafree.models import as_model, check_model, data_meta, fixed_input_shape, meta_record, model_meta
 from datafree.precision import resolve_bf16

@@ -30,7 +30,7 @@ def assert_one_line_error(code: int, err: str, needle: str) -> None:
     assert needle in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("cmd", ["distill", "train", "evaluate", "demo", "models"])
+@pytest.mark.parametrize("cmd", ["distill", "train", "evaluate", "export", "demo", "models"])
 def test_help_is_complete(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main([cmd, "--help"])

@@ -14,7 +14,7 @@ from datafree.io.atomic import forget_created, remove_empty_created
 
 # sub-command -> what it does with its parsed arguments (demo and models are handled inline)
 COMMANDS = {name: getattr(commands, name) for name in
-            ("distill", "train", "evaluate", "quantize", "sweep", "prune", "condense")}
+            ("distill", "train", "evaluate", "export", "quantize", "sweep", "prune", "condense")}
 
 
 def main(argv: list[str] | None = None) -> int:

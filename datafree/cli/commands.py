@@ -65,6 +65,21 @@ def evaluate(a: argparse.Namespace) -> None:
     print(json.dumps(r) if a.json else f"accuracy {r['accuracy']:.4f} on {r['n']} images (loss {r['loss']:.4f})")
 
 
+def export(a: argparse.Namespace) -> None:
+    from datafree.api import export_model
+
+    r = export_model(a.model, a.out, weights=a.weights, num_classes=a.num_classes, input_shape=a.input_shape,
+                     mean=a.mean, std=a.std, eval_data=a.eval_data, batch=a.batch)
+    if a.json:
+        print(json.dumps(r))
+        return
+    v, lat = r["vs_pytorch"], r["latency"]
+    acc = f"; accuracy {r['accuracy']:.4f} on {r['eval_images']} images (onnxruntime)" if "accuracy" in r else ""
+    print(f"wrote {r['onnx']} ({r['format']}, {r['bytes'] / 1e6:.3f} MB); vs PyTorch on {v['images']} {v['inputs']} "
+          f"inputs: top-1 agreement {v['top1_agreement']:.4f}, max |logit diff| {v['max_abs_logit_diff']:.2g}{acc}; "
+          f"latency {lat['median_ms']:.2f} ms per batch of {lat['batch']}")
+
+
 def quantize(a: argparse.Namespace) -> None:
     from datafree.api import quantize
     from datafree.quant import QuantConfig

@@ -234,6 +234,21 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print JSON")
     _model_args(e)
 
+    x = sub.add_parser("export", help="a model to ONNX (INT8 for quantize's quantized.safetensors), measured",
+                       description="Write a model to ONNX with a dynamic batch: FP32 for float weights, INT8 QDQ "
+                       "(int8 weights and activations, integer kernels in onnxruntime) for a quantize run's "
+                       "quantized.safetensors made with int8 weights and activations (quantize --onnx writes both). "
+                       "Checks the file against the PyTorch model (top-1 agreement, largest logit difference) on "
+                       "the --eval-data images or random inputs, gives its onnxruntime accuracy with --eval-data, "
+                       "and its latency.")
+    x.add_argument("--model", required=True, help=MODEL_HELP)
+    x.add_argument("--weights", help="model weights (.safetensors or a torch state_dict), or quantized.safetensors")
+    x.add_argument("--out", required=True, help="the .onnx file to write (replaced atomically)")
+    x.add_argument("--eval-data", help="labelled images (npz, folder, mnist5k:test): the ONNX model's accuracy")
+    x.add_argument("--batch", type=_pos, default=64, help="batch size of the latency measurement (default 64)")
+    x.add_argument("--json", action="store_true", help="print JSON")
+    _model_args(x)
+
     m = sub.add_parser("demo", help="the embedded MNIST-5k demo: teacher LeNet-5 -> data-free LeNet-5-half",
                        description="Train a LeNet-5 teacher on the embedded MNIST-5k digits (reused from --out/teacher "
                        "when there), then distill a LeNet-5-half from it without any digit; a rerun replaces "
