@@ -69,18 +69,20 @@ def _weight_codes(m) -> dict[str, torch.Tensor]:
     spec, w = m.w_spec, m.weight_q
     scale = compact_scale(m.w_scale, spec.granularity, spec.group_size)
     out = {"weight_codes": encode(w.reshape(len(w), -1) / m.w_scale, as_saturating(spec.fmt)), "w_scale": scale}
-    if not torch.equal(_decoded_weight(m, out), w):
+    if not torch.equal(_decoded_weight(m, out)[0], w):
         raise DatafreeError(f"layer '{m.name}': its quantized weights are not on the {spec.fmt.name} grid of their "
                             "scales, so they cannot be stored as codes")
     return out
 
 
-def _decoded_weight(m, stored: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The quantized weight of ``m`` (its shape and spec) from ``_weight_codes``' tensors."""
+def _decoded_weight(m, stored: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The quantized weight of ``m`` (its shape and spec) from ``_weight_codes``' tensors, and its per-element
+    scale (``QuantLayer.w_scale``)."""
     spec, shape = m.w_spec, m.layer.weight.shape
     rows, cols = shape[0], m.layer.weight[0].numel()
     values = decode(stored["weight_codes"], as_saturating(spec.fmt), rows * cols).reshape(rows, cols)
-    return (values * expand_scale(stored["w_scale"], spec.granularity, spec.group_size, cols)).reshape(shape)
+    scale = expand_scale(stored["w_scale"], spec.granularity, spec.group_size, cols)
+    return (values * scale).reshape(shape), scale
 
 
 def load_quantized(model: nn.Module, path: str | os.PathLike) -> nn.Module:
@@ -105,14 +107,13 @@ def load_quantized(model: nn.Module, path: str | os.PathLike) -> nn.Module:
             raise DatafreeError(f"'{path}' holds no quantized weights for layer '{m.name}': pass the model it was "
                                 "quantized from, or quantize it again")
         try:
-            w_q = _decoded_weight(m, stored)
+            w_q, w_scale = _decoded_weight(m, stored)
         except (DatafreeError, RuntimeError) as e:
             raise DatafreeError(f"'{path}' does not fit this architecture at layer '{m.name}' ({e}): pass the "
                                 "model it was quantized from") from None
         smooth = extra.get(f"{m.name}.smooth")
         tensors[f"{m.name}.weight_q"] = w_q
-        tensors[f"{m.name}.w_scale"] = expand_scale(stored["w_scale"], m.w_spec.granularity, m.w_spec.group_size,
-                                                    m.layer.weight[0].numel())
+        tensors[f"{m.name}.w_scale"] = w_scale
         unsmoothed = w_q if smooth is None else w_q / smooth.view(1, -1, *([1] * (w_q.dim() - 2)))
         tensors[f"{m.name}.layer.weight"] = unsmoothed  # the float weight is not in the file: the quantized one
         for tag, q in (("act", m.act), ("out", m.out)):
