@@ -29,6 +29,8 @@
    - ``condensed_only_ipc{1,10}``: KD from the teacher on the condensed set alone (DSA), no inversion;
    - ``condensed_only_DM10_published`` (and with --all-published DC/DSA): the published sets, same protocol;
    - ``fewshot_guided_k10``: k=10 real images per class (train_subset.npz's first 100) as the guide;
+   - ``guided_idm_ipc{1,10}``, ``mix_idm_ipc{1,10}``, ``condensed_only_idm_ipc{1,10}``: the same roles for a set
+     that ``datafree condense --method idm`` (Improved Distribution Matching) made in the same budget;
    - ``fewshot_guided_k1``: k=1 real image per class (its first 10): what one image per class the teacher
      reads can give, against the ipc-1 DM set it reads none of.
 Held-out accuracy (full test set) after every round outside the clock, for reporting only.  Our condensed
@@ -61,6 +63,8 @@ def condensed_bars(res: dict) -> dict:
     guided = ("guided", "guided_fm", "guided_adaptive", "guided_teacher", "guided_embed")
     pairs = [(f"{g}_ipc{ipc}", o) for g in guided for ipc in (1, 10)
              for o in ("plain", f"condensed_only_ipc{ipc}", f"mix_ipc{ipc}")]
+    pairs += [(f"guided_idm_ipc{ipc}", o) for ipc in (1, 10)
+              for o in ("plain", f"condensed_only_idm_ipc{ipc}", f"mix_idm_ipc{ipc}")]
     few = [(f"fewshot_guided_k{k}", "plain") for k in (1, 10)]  # few-shot vs plain: reported, not an issue bar
     for name, other in pairs + few:
         g, o = res.get(name), res.get(other)
@@ -82,7 +86,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget", default="60m")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--condense-budget", default="25m", help="DM budget for ipc 10 (ipc 1 gets the same)")
+    ap.add_argument("--condense-budget", default="25m", help="DM / IDM budget for ipc 10 (ipc 1 gets the same)")
     ap.add_argument("--variants", default="plain,guided_ipc1,guided_ipc10,mix_ipc1,mix_ipc10,condensed_only_ipc1,"
                     "condensed_only_ipc10,condensed_only_DM10_published,fewshot_guided_k10")
     ap.add_argument("--all-published", action="store_true", help="also condensed-only and guided runs on DC/DSA")
@@ -98,20 +102,23 @@ def main() -> None:
     condensation = {}
     kept = Path(a.results) / "cifar10_condensed"  # finished variants and our condensed sets, across sittings
     names = a.variants.split(",")
-    for ipc in (1, 10):
-        if not any(n.endswith(f"_ipc{ipc}") for n in names):
-            continue  # condense only the sets the chosen variants read
-        npz, rep = kept / f"condensed_ipc{ipc}.npz", kept / f"condensed_ipc{ipc}.json"
-        if not (a.resume and npz.is_file() and rep.is_file()):
-            print(f"== condense ipc {ipc}", flush=True)
-            run_dir = out / f"condense_ipc{ipc}"
-            shutil.rmtree(run_dir, ignore_errors=True)  # condense refuses a finished run; the kept copy is the record
-            condense(str(data / "train.npz"), ipc=ipc, budget=a.condense_budget, out=str(run_dir), seed=a.seed)
-            kept.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(run_dir / "report.json", rep)
-            shutil.copyfile(run_dir / "condensed.npz", npz)  # the set the guided runs read, kept with them
-        condensation[f"ipc{ipc}"] = json.loads(rep.read_text())
-        sets[f"ipc{ipc}"] = str(npz)
+    for method in ("dm", "idm"):
+        for ipc in (1, 10):
+            tag = f"ipc{ipc}" if method == "dm" else f"idm_ipc{ipc}"  # the set's name in variants and files
+            if not any(n.endswith(f"_{tag}") and (method == "idm" or not n.endswith(f"_idm_{tag}")) for n in names):
+                continue  # condense only the sets the chosen variants read
+            npz, rep = kept / f"condensed_{tag}.npz", kept / f"condensed_{tag}.json"
+            if not (a.resume and npz.is_file() and rep.is_file()):
+                print(f"== condense {method} ipc {ipc}", flush=True)
+                run_dir = out / f"condense_{tag}"
+                shutil.rmtree(run_dir, ignore_errors=True)  # condense refuses a finished run; kept/ holds the record
+                condense(str(data / "train.npz"), ipc=ipc, budget=a.condense_budget, out=str(run_dir), seed=a.seed,
+                         method=method)
+                kept.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(run_dir / "report.json", rep)
+                shutil.copyfile(run_dir / "condensed.npz", npz)  # the set the guided runs read, kept with them
+            condensation[tag] = json.loads(rep.read_text())
+            sets[tag] = str(npz)
     for k in (1, 10):
         few = out / f"fewshot_k{k}.npz"
         if not few.is_file():
@@ -126,6 +133,11 @@ def main() -> None:
     # plain spells out the default replay so that its row is the replay benchmark's memory-bank@200000 config
     variants: dict[str, dict] = {"plain": dict(replay="memory-bank", replay_opts={"capacity": 200000})}
     for ipc in (1, 10):
+        if f"idm_ipc{ipc}" in sets:  # the same three roles for an Improved-DM set
+            variants[f"guided_idm_ipc{ipc}"] = dict(guide=sets[f"idm_ipc{ipc}"], guide_opts={"mode": "guided"})
+            variants[f"mix_idm_ipc{ipc}"] = dict(guide=sets[f"idm_ipc{ipc}"], guide_opts={"mode": "mix"})
+            variants[f"condensed_only_idm_ipc{ipc}"] = dict(guide=sets[f"idm_ipc{ipc}"], synthesizer="none",
+                                                            replay="none", guide_opts={"mode": "mix"})
         if f"ipc{ipc}" not in sets:
             continue
         variants[f"guided_ipc{ipc}"] = dict(guide=sets[f"ipc{ipc}"], guide_opts={"mode": "guided"})

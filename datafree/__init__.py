@@ -11,7 +11,7 @@ import datafree.omp  # noqa: F401  (first: it sets libgomp's spin count before t
 # isort: split
 import datafree.condense  # noqa: F401  (loaded first: the function below keeps the name)
 from datafree.api import condense, distill, evaluate_dataset, export_model, prune, quantize, sweep, train
-from datafree.condense.dm import DMConfig
+from datafree.condense import DMConfig, IDMConfig
 from datafree.data import ImageSet, load_dataset, load_mnist5k, load_npz
 from datafree.distill import DistillConfig, DistillResult
 from datafree.errors import DatafreeError
@@ -25,6 +25,6 @@ from datafree.synthesis.guide import GuideConfig
 
 __version__ = "0.1.0"
 __all__ = ["CRISPConfig", "DMConfig", "DatafreeError", "DistillConfig", "DistillResult", "GeneratorConfig",
-           "GuideConfig", "ImageSet", "MemoryBankConfig", "PixelConfig", "QuantConfig", "VAEReplayConfig",
+           "GuideConfig", "IDMConfig", "ImageSet", "MemoryBankConfig", "PixelConfig", "QuantConfig", "VAEReplayConfig",
            "condense", "create_model", "distill", "evaluate", "evaluate_dataset", "export_model", "list_models",
            "load_dataset", "load_mnist5k", "load_npz", "load_weights", "prune", "quantize", "sweep", "train"]

@@ -197,22 +197,25 @@ def train(model: nn.Module | str, data: Data, *, epochs: int = 10, out: str | No
 
 
 def condense(data: Data, *, ipc: int = 10, budget: str | None = "25m", iterations: int | None = None, out: str,
-             seed: int = 0, progress: bool = True, **options) -> dict:
-    """Dataset condensation by Distribution Matching (the data owner's side): ``ipc`` images per class from
-    labelled ``data`` (npz / folder / ImageSet); writes ``out``/condensed.npz (the ../shared npz format),
+             seed: int = 0, method: str = "dm", progress: bool = True, **options) -> dict:
+    """Dataset condensation (the data owner's side): ``ipc`` images per class from labelled ``data`` (npz /
+    folder / ImageSet) by Distribution Matching (``method="dm"``, ``DMConfig`` fields as options) or Improved
+    Distribution Matching (``"idm"``, ``IDMConfig``); writes ``out``/condensed.npz (the ../shared npz format),
     a grid PNG, metrics.jsonl, config.yaml and report.json."""
-    from datafree.condense import DMConfig
+    from datafree.condense import METHODS
     from datafree.condense import condense as run_condense
     from datafree.condense.dm import check_data
     from datafree.data.loaders import save_npz
 
-    cfg = make_checked(DMConfig, dict(ipc=ipc, budget=None if iterations else budget, iterations=iterations, seed=seed,
-                                      **options), "condense")
+    if method not in METHODS:
+        raise DatafreeError(f"unknown condensation method '{method}'; choose one of {', '.join(METHODS)}")
+    cfg = make_checked(METHODS[method], dict(ipc=ipc, budget=None if iterations else budget, iterations=iterations,
+                                             seed=seed, **options), "condense")
     ds = load_dataset(str(data)) if isinstance(data, (str, os.PathLike)) else data
     check_data(ds, cfg)  # before anything is written
     run = RunDir(out)
-    run.claim({"condense": to_dict(cfg), "data": str(data) if isinstance(data, (str, os.PathLike)) else None},
-              resume=False, resumable=False)
+    source = str(data) if isinstance(data, (str, os.PathLike)) else None
+    run.claim({"condense": {"method": method, **to_dict(cfg)}, "data": source}, resume=False, resumable=False)
     run.reset_metrics()
     t0 = time.time()
     syn, hist = run_condense(ds, cfg, progress, run.log_metrics)
@@ -221,10 +224,11 @@ def condense(data: Data, *, ipc: int = 10, budget: str | None = "25m", iteration
     save_npz(syn, run.file("condensed.npz"))
     from datafree.report import plot_series, save_grid, write_markdown
 
+    title = {"dm": "Distribution Matching", "idm": "Improved Distribution Matching"}[method]
     save_grid(syn, run.file("condensed.png"))
-    plot_series(hist, "iteration", ["loss"], run.file("loss.png"), "Distribution Matching loss", log_y=True,
-                ylabel="DM loss (log scale)")
-    report = {"kind": "dataset condensation (Distribution Matching)", "ipc": ipc, "images": len(syn),
+    plot_series(hist, "iteration", ["loss"], run.file("loss.png"), f"{title} loss", log_y=True,
+                ylabel=f"{method.upper()} loss (log scale)")
+    report = {"kind": f"dataset condensation ({title})", "method": method, "ipc": ipc, "images": len(syn),
               "classes": len(syn.counts()), "source": str(data) if isinstance(data, (str, os.PathLike)) else None,
               "source_images": len(ds), "iterations": len(hist), "wall_s": time.time() - t0,
               "first_loss": hist[0]["loss"] if hist else None, "last_loss": hist[-1]["loss"] if hist else None,
@@ -233,7 +237,7 @@ def condense(data: Data, *, ipc: int = 10, budget: str | None = "25m", iteration
     run.save_json("report.json", report)
     write_markdown(run, f"datafree condense: {ipc} image(s) per class", [
         f"real labelled data condensed: **{data_label(data)}**, {len(ds):,} images ({per_class_counts(ds.y)})",
-        f"Distribution Matching, {len(hist)} iterations in {report['wall_s']:.0f} s; loss {report['first_loss']:.1f} "
+        f"{title}, {len(hist)} iterations in {report['wall_s']:.0f} s; loss {report['first_loss']:.1f} "
         f"-> {report['last_loss']:.1f}" if hist else "no iteration ran",
         f"output: condensed.npz, {len(syn)} images (uint8, the npz format of ../shared/data)"],
         ["condensed.png", "loss.png"])

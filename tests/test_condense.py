@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import datafree
-from datafree.condense import DMConfig, condense
+from datafree.condense import DMConfig, IDMConfig, condense
 from datafree.data import ImageSet, load_npz, save_npz
 from datafree.data.dsa import dsa
 from datafree.errors import DatafreeError
@@ -59,16 +59,64 @@ def test_condensation_loss_decreases_and_keeps_the_npz_format(tmp_path):
         condense(ImageSet(data.x[keep], data.y[keep]), DMConfig(ipc=2, iterations=1), progress=False)
 
 
-def test_condense_cli_writes_a_run_dir(tmp_path):
+@pytest.mark.parametrize("ipc", [1, 2])
+def test_idm_trains_its_queue_and_makes_images_its_nets_read_as_their_class(ipc):
+    """IDM (Zhao et al. 2023): the embedding nets come from a FIFO queue trained on the real data (it fills to
+    ``queue``, a fresh net every ``net_every`` iterations, and its nets learn the task); the class-aware term
+    makes the images classified as their class by those nets - from noise, where DM's random nets give no
+    class signal; at ipc 1 the real side is the easy share of each batch."""
+    torch.manual_seed(0)
+    cfg = IDMConfig(ipc=ipc, iterations=80, batch_real=16, width=32, depth=2, lr=1.0, bf16=False, init="noise",
+                    queue=4, net_every=10, net_steps=2, net_batch=64, net_lr=0.05)
+    syn, hist = condense(_real(), cfg, progress=False)
+    assert all(h["nets"] == 4 for h in hist)  # 3 to start, one more at iteration 1, then full
+    assert max(h["net_acc"] for h in hist[-10:]) > 0.8  # the queued nets learn the task
+    trained = [h for h in hist[40:] if h["embed_acc"] > 0.4]  # iterations that drew a net in training
+    assert len(trained) >= 3 and sum(h["syn_acc"] for h in trained) / len(trained) > 0.95  # it reads them right
+    assert all(h["ce"] == 0.0 for h in hist if h["embed_acc"] == 0.0)  # an untrained net adds no class term
+    assert syn.x.shape == (4 * ipc, *SHAPE) and syn.x.dtype == torch.uint8
+    with pytest.raises(DatafreeError, match="easy_share"):
+        IDMConfig(easy_share=0)
+
+
+def test_idm_queue_is_fifo():
+    from datafree.condense.idm import ImprovedDM
+
+    data = _real(4)
+    xn = data.float()
+    idx = [torch.nonzero(data.y == c).flatten() for c in range(4)]
+    obj = ImprovedDM(IDMConfig(ipc=1, queue=4, net_every=10, width=8, depth=1), xn, idx, 4, False)
+    first = list(obj.nets)
+    for _ in range(25):  # fresh nets at calls 1, 11 and 21
+        obj.embedder()
+    assert len(obj.nets) == 4 and first[0] not in obj.nets and first[1] not in obj.nets and first[2] in obj.nets
+
+
+def test_condense_api_takes_a_method_and_refuses_an_unknown_one(tmp_path):
+    rep = datafree.condense(_real(), ipc=1, iterations=3, out=str(tmp_path / "c"), method="idm", batch_real=8,
+                            width=16, depth=2, net_batch=16, progress=False)
+    assert rep["method"] == "idm" and rep["config"]["lr"] == 0.2 and "Improved" in rep["kind"]
+    assert "Improved Distribution Matching, 3 iterations" in (tmp_path / "c" / "report.md").read_text()
+    with pytest.raises(DatafreeError, match="unknown condensation method 'mtt'"):
+        datafree.condense(_real(), ipc=1, iterations=1, out=str(tmp_path / "d"), method="mtt", progress=False)
+    with pytest.raises(DatafreeError, match="condense has no option 'queue'"):  # an IDM option under DM
+        datafree.condense(_real(), ipc=1, iterations=1, out=str(tmp_path / "e"), queue=3, progress=False)
+    assert not (tmp_path / "d").exists() and not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize("method", ["dm", "idm"])
+def test_condense_cli_writes_a_run_dir(tmp_path, method):
     save_npz(_real(), tmp_path / "real.npz")
     r = subprocess.run([sys.executable, "-m", "datafree", "condense", "--data", str(tmp_path / "real.npz"), "--ipc",
-                        "1", "--iterations", "5", "--batch-real", "8", "--out", str(tmp_path / "c"), "--quiet"],
+                        "1", "--iterations", "5", "--batch-real", "8", "--method", method, "--out", str(tmp_path / "c"),
+                        "--quiet"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(ROOT),
                                                                                    "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0, r.stderr
     assert load_npz(tmp_path / "c" / "condensed.npz").x.shape == (4, *SHAPE)
     rep = json.loads((tmp_path / "c" / "report.json").read_text())
-    assert rep["iterations"] == 5 and rep["images"] == 4
+    assert rep["iterations"] == 5 and rep["images"] == 4 and rep["method"] == method
+    assert rep["config"]["lr"] == {"dm": 1.0, "idm": 0.2}[method]  # no --lr: the method's own default
     rows = (tmp_path / "c" / "metrics.jsonl").read_text().splitlines()
     assert json.loads(rows[-1])["iteration"] == 5  # the last iteration is logged, as report.json's last_loss
     report = (tmp_path / "c" / "report.md").read_text()

@@ -155,7 +155,8 @@ def sweep(a: argparse.Namespace) -> None:
 def condense(a: argparse.Namespace) -> None:
     from datafree.api import condense
 
+    opts = {"lr": a.lr} if a.lr is not None else {}  # else the method's own default
     r = condense(a.data, ipc=a.ipc, budget=None if a.iterations else a.budget, iterations=a.iterations, out=a.out,
-                 seed=a.seed, progress=not a.quiet, batch_real=a.batch_real, lr=a.lr)
+                 seed=a.seed, method=a.method, progress=not a.quiet, batch_real=a.batch_real, **opts)
     print(f"done: {r['images']} images ({a.ipc} per class) after {r['iterations']} iterations in {r['wall_s']:.0f} s; "
           f"{r['npz']}")

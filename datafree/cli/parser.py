@@ -364,14 +364,19 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("condense", help="make a condensed set (Distribution Matching) from real labelled data",
                        description="The data owner's side: distil --ipc images per class from a labelled set by "
                        "Distribution Matching (random ConvNet embeddings, DSA augmentation, initialised from real "
-                       "images). Writes OUT/condensed.npz (uint8 NHWC, labels, class names) and a grid PNG.")
+                       "images) or Improved Distribution Matching (--method idm: embeddings from a queue of ConvNets "
+                       "being trained on the data, plus a class-aware cross-entropy term). Writes OUT/condensed.npz "
+                       "(uint8 NHWC, labels, class names) and a grid PNG.")
     c.add_argument("--data", required=True, help="labelled npz / image folder / mnist5k")
     c.add_argument("--ipc", type=_pos, default=10, help="images per class (e.g. 1, 10, 50; default 10)")
     cg = c.add_mutually_exclusive_group()
     cg.add_argument("--budget", default="25m", help="wall-clock budget (default 25m); 500r: 500 iterations")
     cg.add_argument("--iterations", type=_pos, help="a number of iterations instead")
     c.add_argument("--batch-real", type=_pos, default=64, help="real images per class per iteration (default 64)")
-    c.add_argument("--lr", type=_positive_float, default=1.0, help="learning rate of the images (default 1.0)")
+    c.add_argument("--method", choices=("dm", "idm"), default="dm",
+                   help="dm: Distribution Matching (Zhao & Bilen 2023, the default); idm: Improved DM (Zhao et al., "
+                   "CVPR 2023), slower per iteration")
+    c.add_argument("--lr", type=_positive_float, help="learning rate of the images (default: dm 1.0, idm 0.2)")
     c.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     c.add_argument("--out", required=True, help="run directory")
     c.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -83,8 +83,52 @@ def check_data(data: ImageSet, cfg: DMConfig) -> None:
         raise DatafreeError(f"class {short[0]} has {int(counts[short[0]])} images, fewer than ipc={cfg.ipc}")
 
 
+class DistributionMatching:
+    """Algorithm 1's objective for one iteration: a fresh randomly initialised ConvNet embeds every class's real
+    batch and its synthetic images under one shared DSA transformation; the loss is the squared distance of the
+    class means, summed over classes.  ``ImprovedDM`` (datafree.condense.idm) changes where the net comes from
+    and what else the loss holds."""
+
+    def __init__(self, cfg: DMConfig, xn: torch.Tensor, idx: list[torch.Tensor], num_classes: int,
+                 bf16: bool) -> None:
+        self.cfg, self.xn, self.idx, self.num_classes, self.bf16 = cfg, xn, idx, num_classes, bf16
+        self.shape = tuple(xn.shape[1:])
+        self.n_real = min(cfg.batch_real, max(len(i) for i in idx))  # more draws than a class holds add only repeats
+
+    def embedder(self) -> ConvNet:
+        net = ConvNet(self.shape[0], self.num_classes, self.cfg.width, self.cfg.depth, self.shape[1])
+        for p in net.parameters():
+            p.requires_grad_(False)
+        return net.to(memory_format=torch.channels_last)
+
+    def real_means(self, net: ConvNet, seeds: list[int]) -> torch.Tensor:
+        """Each class's mean embedding of a real batch under its DSA transformation (no gradient)."""
+        real = [dsa(self.xn[i[torch.randint(len(i), (self.n_real,))]], self.cfg.strategy, s)
+                for i, s in zip(self.idx, seeds)]
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            f_real = net.embed(torch.cat(real).contiguous(memory_format=torch.channels_last)).float()
+        return f_real.view(self.num_classes, self.n_real, -1).mean(1)
+
+    def loss(self, syn: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        net = self.embedder()
+        seeds = torch.randint(0, 2**31 - 1, (self.num_classes,)).tolist()
+        mu_real = self.real_means(net, seeds)
+        aug = torch.cat([dsa(syn[ys == k], self.cfg.strategy, s) for k, s in enumerate(seeds)])
+        f_syn = net.embed(aug.contiguous(memory_format=torch.channels_last))
+        mu_syn = f_syn.view(self.num_classes, self.cfg.ipc, -1).mean(1)
+        return ((mu_real - mu_syn) ** 2).sum(), {}
+
+    def after_step(self) -> dict:
+        return {}
+
+
+# config class -> objective: datafree.condense.idm adds ImprovedDM for IDMConfig
+OBJECTIVES: dict[type, type] = {DMConfig: DistributionMatching}
+
+
 def condense(data: ImageSet, cfg: DMConfig, progress: bool = True, log=None) -> tuple[ImageSet, list[dict]]:
-    """A condensed copy of ``data`` with ``cfg.ipc`` images per class; also the loss history."""
+    """A condensed copy of ``data`` with ``cfg.ipc`` images per class; also the loss history.  The objective
+    is the config's: ``DMConfig`` -> Distribution Matching, ``IDMConfig`` -> Improved Distribution Matching."""
     budget = Budget.parse(cfg.budget, cfg.iterations)
     bf16 = resolve_bf16(cfg.bf16)
     torch.manual_seed(cfg.seed)
@@ -98,29 +142,19 @@ def condense(data: ImageSet, cfg: DMConfig, progress: bool = True, log=None) -> 
     syn = (xn[init].clone() if cfg.init == "real" else torch.randn_like(xn[init])).requires_grad_(True)
     ys = torch.arange(num_classes).repeat_interleave(cfg.ipc)
     opt = torch.optim.SGD([syn], cfg.lr, momentum=cfg.momentum)
-    c, h, _ = x.shape[1:]
-    n_real = min(cfg.batch_real, max(len(i) for i in idx))  # more draws than any class holds add only repeats
+    objective = OBJECTIVES[type(cfg)](cfg, xn, idx, num_classes, bf16)
     history, it, t0 = [], 0, time.perf_counter()
     bar = Progress("condense", progress)
     while not budget.done(time.perf_counter() - t0, it):
         it += 1
-        net = ConvNet(c, num_classes, cfg.width, cfg.depth, h).to(memory_format=torch.channels_last)
-        for p in net.parameters():
-            p.requires_grad_(False)
-        seeds = torch.randint(0, 2**31 - 1, (num_classes,)).tolist()
-        real = [dsa(xn[i[torch.randint(len(i), (n_real,))]], cfg.strategy, s) for i, s in zip(idx, seeds)]
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            f_real = net.embed(torch.cat(real).contiguous(memory_format=torch.channels_last)).float()
-        mu_real = f_real.view(num_classes, n_real, -1).mean(1)
-        aug = torch.cat([dsa(syn[ys == k], cfg.strategy, s) for k, s in enumerate(seeds)])
-        mu_syn = net.embed(aug.contiguous(memory_format=torch.channels_last)).view(num_classes, cfg.ipc, -1).mean(1)
-        loss = ((mu_real - mu_syn) ** 2).sum()
+        loss, extra = objective.loss(syn, ys)
         if not math.isfinite(loss.item()):
             raise DatafreeError("the condensation loss became non-finite; lower the lr")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        row = {"iteration": it, "loss": loss.item(), "elapsed_s": round(time.perf_counter() - t0, 2)}
+        extra.update(objective.after_step())
+        row = {"iteration": it, "loss": loss.item(), **extra, "elapsed_s": round(time.perf_counter() - t0, 2)}
         history.append(row)
         if log is not None and (it % 10 == 0 or it == 1):
             log(row)
