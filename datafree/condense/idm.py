@@ -24,6 +24,12 @@ the image step covers all classes at once (the reference steps after each class)
 exponential moving average (0.9) of its batch accuracy, not a meter reset every 100 iterations.  The
 partitioning-and-expansion augmentation (Sec. 4.1: four half-size images in one) is left out: it changes what
 an image of the npz means, and the guide and student read each stored image as one image.
+
+Measured (CIFAR-10 train.npz, ipc 1, 25 minutes, bf16 machine: 621 iterations of 2.4 s): the queued nets read
+the images as their classes (0.9-1.0 under nets of running accuracy 0.29-0.54), the resnet56 teacher reads 1 of
+10 (DM's set: 0 of 10), and the images stay DM's tiled 8-pixel texture (19 % of pixels clipped, DM's 49 %): one
+image matched to a class mean over the flattened 4 x 4 embedding map tiles whichever nets embed it.  At ipc 10
+(555 iterations in 25 minutes) the teacher reads 96 of 100 (DM's set: 70 of 100), with 3.3 % of pixels clipped.
 """
 
 from __future__ import annotations
