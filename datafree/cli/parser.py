@@ -361,7 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--quiet", action="store_true", help="no progress bar")
     _model_args(w)
 
-    c = sub.add_parser("condense", help="make a condensed set (Distribution Matching) from real labelled data",
+    c = sub.add_parser("condense", help="make a condensed set (Distribution Matching or Improved DM) from real "
+                       "labelled data",
                        description="The data owner's side: distil --ipc images per class from a labelled set by "
                        "Distribution Matching (random ConvNet embeddings, DSA augmentation, initialised from real "
                        "images) or Improved Distribution Matching (--method idm: embeddings from a queue of ConvNets "

@@ -101,18 +101,18 @@ class DistributionMatching:
             p.requires_grad_(False)
         return net.to(memory_format=torch.channels_last)
 
-    def real_means(self, net: ConvNet, seeds: list[int]) -> torch.Tensor:
-        """Each class's mean embedding of a real batch under its DSA transformation (no gradient)."""
+    def real_features(self, net: ConvNet, seeds: list[int]) -> torch.Tensor:
+        """Embeddings (classes x batch_real x dim) of a real batch per class under its DSA transformation."""
         real = [dsa(self.xn[i[torch.randint(len(i), (self.n_real,))]], self.cfg.strategy, s)
                 for i, s in zip(self.idx, seeds)]
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
             f_real = net.embed(torch.cat(real).contiguous(memory_format=torch.channels_last)).float()
-        return f_real.view(self.num_classes, self.n_real, -1).mean(1)
+        return f_real.view(self.num_classes, self.n_real, -1)
 
     def loss(self, syn: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, dict]:
         net = self.embedder()
         seeds = torch.randint(0, 2**31 - 1, (self.num_classes,)).tolist()
-        mu_real = self.real_means(net, seeds)
+        mu_real = self.real_features(net, seeds).mean(1)
         aug = torch.cat([dsa(syn[ys == k], self.cfg.strategy, s) for k, s in enumerate(seeds)])
         f_syn = net.embed(aug.contiguous(memory_format=torch.channels_last))
         mu_syn = f_syn.view(self.num_classes, self.cfg.ipc, -1).mean(1)

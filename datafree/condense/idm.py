@@ -110,17 +110,14 @@ class ImprovedDM(DistributionMatching):
         cfg, k = self.cfg, self.num_classes
         net = self.embedder()
         seeds = torch.randint(0, 2**31 - 1, (k,)).tolist()
-        real = [dsa(self.xn[i[torch.randint(len(i), (self.n_real,))]], cfg.strategy, s)
-                for i, s in zip(self.idx, seeds)]
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            f_real = net.embed(torch.cat(real).contiguous(memory_format=torch.channels_last)).float()
-            f_real = f_real.view(k, self.n_real, -1)
-            if cfg.ipc == 1:  # match the class's easy images: those the net already reads best
-                ce = F.cross_entropy(net.classifier(f_real.flatten(0, 1)).float(),
+        f_real = self.real_features(net, seeds)
+        if cfg.ipc == 1:  # match the class's easy images: those the net already reads best
+            with torch.no_grad():
+                ce = F.cross_entropy(net.classifier(f_real.flatten(0, 1)),
                                      torch.arange(k).repeat_interleave(self.n_real), reduction="none")
-                keep = max(1, math.ceil(cfg.easy_share * self.n_real))
-                easiest = ce.view(k, self.n_real).topk(keep, dim=1, largest=False).indices
-                f_real = torch.gather(f_real, 1, easiest.unsqueeze(-1).expand(-1, -1, f_real.shape[-1]))
+            keep = max(1, math.ceil(cfg.easy_share * self.n_real))
+            easiest = ce.view(k, self.n_real).topk(keep, dim=1, largest=False).indices
+            f_real = torch.gather(f_real, 1, easiest.unsqueeze(-1).expand(-1, -1, f_real.shape[-1]))
         mu_real = f_real.mean(1)
         aug = torch.cat([dsa(syn[ys == c], cfg.strategy, s) for c, s in enumerate(seeds)])
         f_syn = net.embed(aug.contiguous(memory_format=torch.channels_last))
