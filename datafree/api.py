@@ -229,7 +229,7 @@ def condense(data: Data, *, ipc: int = 10, budget: str | None = "25m", iteration
     plot_series(hist, "iteration", ["loss"], run.file("loss.png"), f"{title} loss", log_y=True,
                 ylabel=f"{method.upper()} loss (log scale)")
     report = {"kind": f"dataset condensation ({title})", "method": method, "ipc": ipc, "images": len(syn),
-              "classes": len(syn.counts()), "source": str(data) if isinstance(data, (str, os.PathLike)) else None,
+              "classes": len(syn.counts()), "source": source,
               "source_images": len(ds), "iterations": len(hist), "wall_s": time.time() - t0,
               "first_loss": hist[0]["loss"] if hist else None, "last_loss": hist[-1]["loss"] if hist else None,
               "config": to_dict(cfg), "machine": machine_info(resolve_bf16(cfg.bf16)),

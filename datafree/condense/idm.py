@@ -42,7 +42,6 @@ import torch
 import torch.nn.functional as F
 
 from datafree.condense.dm import OBJECTIVES, DistributionMatching, DMConfig
-from datafree.data.dsa import dsa
 from datafree.errors import DatafreeError
 from datafree.models.convnet import ConvNet
 
@@ -106,30 +105,27 @@ class ImprovedDM(DistributionMatching):
             p.requires_grad_(False)  # the images' step needs no weight gradients
         return self.current.net
 
-    def loss(self, syn: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        cfg, k = self.cfg, self.num_classes
-        net = self.embedder()
-        seeds = torch.randint(0, 2**31 - 1, (k,)).tolist()
-        f_real = self.real_features(net, seeds)
-        if cfg.ipc == 1:  # match the class's easy images: those the net already reads best
-            with torch.no_grad():
-                ce = F.cross_entropy(net.classifier(f_real.flatten(0, 1)),
-                                     torch.arange(k).repeat_interleave(self.n_real), reduction="none")
-            keep = max(1, math.ceil(cfg.easy_share * self.n_real))
-            easiest = ce.view(k, self.n_real).topk(keep, dim=1, largest=False).indices
-            f_real = torch.gather(f_real, 1, easiest.unsqueeze(-1).expand(-1, -1, f_real.shape[-1]))
-        mu_real = f_real.mean(1)
-        aug = torch.cat([dsa(syn[ys == c], cfg.strategy, s) for c, s in enumerate(seeds)])
-        f_syn = net.embed(aug.contiguous(memory_format=torch.channels_last))
-        dm = ((mu_real - f_syn.view(k, cfg.ipc, -1).mean(1)) ** 2).sum()
+    def real_features(self, net: ConvNet, seeds: list[int]) -> torch.Tensor:
+        f_real = super().real_features(net, seeds)
+        if self.cfg.ipc > 1:
+            return f_real
+        k, n = self.num_classes, self.n_real  # ipc 1: match the class's easy images, those the net reads best
+        with torch.no_grad():
+            ce = F.cross_entropy(net.classifier(f_real.flatten(0, 1)), torch.arange(k).repeat_interleave(n),
+                                 reduction="none")
+        easiest = ce.view(k, n).topk(max(1, math.ceil(self.cfg.easy_share * n)), dim=1, largest=False).indices
+        return torch.gather(f_real, 1, easiest.unsqueeze(-1).expand(-1, -1, f_real.shape[-1]))
+
+    def regulariser(self, net: ConvNet, f_syn: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """The class-aware term: CE of the images under the embedding net, weighted by its accuracy."""
+        cfg = self.cfg
         logits = net.classifier(f_syn)
         ce = F.cross_entropy(logits, ys, reduction="none")
         if cfg.ipc == 1:
             ce = ce * (logits.argmax(1) != ys)  # only the images the net reads as another class
-        reg = cfg.ce_weight * 100 * self.current.acc * ce.view(k, cfg.ipc).mean(1).sum()  # per class, summed
-        return dm + reg, {"dm": round(dm.item(), 4), "ce": round(reg.item(), 4),
-                          "embed_acc": round(self.current.acc, 4),
-                          "syn_acc": round(float((logits.argmax(1) == ys).float().mean()), 4)}
+        reg = cfg.ce_weight * 100 * self.current.acc * ce.view(self.num_classes, cfg.ipc).mean(1).sum()  # per class
+        return reg, {"ce": round(reg.item(), 4), "embed_acc": round(self.current.acc, 4),
+                     "syn_acc": round(float((logits.argmax(1) == ys).float().mean()), 4)}
 
     def after_step(self) -> dict:
         """``net_steps`` SGD steps on real data for one random queued net."""
