@@ -15,6 +15,8 @@ Same seed, same wall-clock budget, same synthesizer for each replay strategy:
 - ``vae@frozen``: as ``vae@encoded``, but the VAE stops learning after 20 % of the budget and its pool fills
   only then, with the bytes its Adam state held: codes decode exactly as they were encoded (837 codes);
 - ``vae@frozen2``: as ``vae@frozen`` with 2-bit codes and fp16 cached logits: 1,635 codes in the same bytes;
+- ``vae@frozenmix``: as ``vae@frozen``, but every replay decodes a blend of two pool codes and the teacher reads
+  it live (no cached logits, so 1,107 codes fit the same bytes);
 - ``memory-bank@200000``: the library default, a bank large enough to keep every sample of the run;
 - ``memory-bank@336956B``: a bank of that many bytes (here the VAE's own footprint: 106 samples); with two or
   more banks the bars bracket the bank that gives the VAE's mean (``vae_matching_bank``), the bank the
@@ -50,6 +52,9 @@ ROOT = Path(__file__).resolve().parents[1]
 VAE_PRESETS = {"encoded": {"codes": "encoded", "code_bits": 4, "pool": 558, "ratio": 0.5},
                "frozen": {"codes": "encoded", "code_bits": 4, "pool": 837, "ratio": 0.5, "freeze": 0.2, "steps": 8}}
 VAE_PRESETS["frozen2"] = {**VAE_PRESETS["frozen"], "code_bits": 2, "logit_dtype": "float16", "pool": 1635}
+# frozenmix: as frozen, but each replay decodes a blend of two codes (lam ~ Beta(1, 1)) read by a live teacher pass:
+# no cached logits, 260 B a code, 1,107 codes (287,820 B): 48,828 + max(96,128, 287,820) = 336,648 B
+VAE_PRESETS["frozenmix"] = {**VAE_PRESETS["frozen"], "mix": 1.0, "pool": 1107}
 SHARED = ROOT.parent / "shared"
 
 

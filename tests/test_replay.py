@@ -411,7 +411,10 @@ def _replay_snapshot(replay) -> dict:
                                          ("vae", {"min_updates": 1, "pool": 24, "codes": "encoded", "code_bits": 4}),
                                          # budget-driven: the VAE's cosine lr and its freeze past the resume point
                                          ("vae", {"min_updates": 1, "pool": 24, "codes": "encoded", "code_bits": 4,
-                                                  "schedule": "cosine", "freeze": 0.6})])
+                                                  "schedule": "cosine", "freeze": 0.6}),
+                                         # blended replays: no cached logits, a live teacher pass, RNG-driven blends
+                                         ("vae", {"min_updates": 1, "pool": 24, "codes": "encoded", "code_bits": 4,
+                                                  "freeze": 0.3, "mix": 1.0, "ratio": 0.5})])
 def test_resume_restores_the_replay_state_exactly(tmp_path, monkeypatch, replay, opts):
     from datafree.distill.engine import DistillConfig, Distiller
     from datafree.models import ModelMeta
@@ -504,3 +507,53 @@ def test_vae_freeze_stops_learning_frees_adam_and_keeps_exact_logits_for_its_enc
     assert all(torch.equal(v, again.vae.state_dict()[k]) for k, v in weights.items())
     with pytest.raises(DatafreeError, match="freeze"):
         build_replay("vae", VAEReplayConfig(freeze=0.5), _ctx())
+
+
+def test_vae_mix_replays_blends_of_two_codes_with_no_cached_logits(monkeypatch):
+    torch.manual_seed(0)
+    cfg = VAEReplayConfig(codes="encoded", code_bits=4, pool=10, freeze=0.5, min_updates=1, steps=2, mix=1.0)
+    replay = build_replay("vae", cfg, _ctx())
+    for i in range(8):
+        replay.observe(*_batch(8, 8 * i), 0.1 * i)
+    assert replay.frozen and len(replay.codes) == 10 and replay.logits is None and replay.stamps is None
+    fp = replay.footprint()  # a code costs its latent and scale: nothing cached, nothing to restamp
+    held = sum(t.numel() * t.element_size() for t in (replay.codes, replay.scales))
+    assert fp["pool_bytes"] == held == 10 * (replay.vae.latent // 2 + 4)
+    x1, lg = replay.sample(64)
+    assert lg is None and x1.shape == (64, *SHAPE) and 0 <= x1.min() and x1.max() <= 1
+    assert torch.equal(SamplePool.quantize(x1), x1)  # on the pool's 8-bit grid, as every stored sample
+    x2, _ = replay.sample(64)
+    exact = replay.decode(replay.codes, replay.scales)
+    # new images at every call, most of them neither of the two codes they blend (10 codes, 64 draws)
+    assert not torch.equal(x1, x2)
+    assert ((x1[:, None] - exact[None]).abs().amax((2, 3, 4)).amin(1) > 2 / 255).float().mean() > 0.5
+    # lam = 1 gives the code itself: the blends run between the pool's own decodings
+    monkeypatch.setattr(torch.distributions.Beta, "sample", lambda self, shape=(): torch.ones(shape))
+    one, _ = replay.sample(5)
+    assert all(any(torch.equal(o, e) for e in exact) for o in one)
+    with pytest.raises(DatafreeError, match="mix"):
+        build_replay("vae", VAEReplayConfig(mix=-1.0), _ctx())
+
+
+def test_live_replays_get_the_teachers_logits_on_the_view_the_student_sees(tmp_path, monkeypatch):
+    from datafree.distill import engine
+
+    seen, inputs = [], []
+    kd = engine.kd_loss
+
+    def spy(s, t, *a, **k):
+        seen.append((inputs[-1], t.detach().clone()))
+        return kd(s, t, *a, **k)
+
+    monkeypatch.setattr(engine, "kd_loss", spy)
+    student, teacher = tiny_cnn(), trained_tiny_teacher()
+    student.register_forward_pre_hook(lambda m, a: inputs.append(a[0].detach().clone()))
+    opts = dict(min_updates=1, pool=24, codes="encoded", code_bits=4, freeze=0.3, mix=1.0, ratio=0.5)
+    res = datafree.distill(teacher, student, input_shape=SHAPE, num_classes=4, rounds=3, seed=0, out=str(tmp_path),
+                           synth=TINY_SYNTH, replay="vae", replay_opts=opts, progress=False, deterministic=True,
+                           **TINY)
+    assert res.summary["replayed_images"] > 0 and len(seen) == 3 * TINY["kd_steps"]
+    teacher.eval()
+    with torch.no_grad():  # cached rows (the window, either mirror view) and live rows (the blends) alike
+        for x, t in seen:
+            assert torch.allclose(teacher(x), t, atol=1e-4)

@@ -16,6 +16,8 @@ would otherwise get; off by default.  With
 when the sample enters the window (or the replay block) - exact for the mirror augmentation used then,
 and it removes the teacher forward pass from every student step (0.53 -> 0.35 s per 256-batch for
 resnet56 -> resnet20 on 2 cores).  Without it, every batch gets random crop + flip and a live teacher pass.
+Replays that come without logits under the cache (a VAE's blended replays: new images each step) get a live
+teacher pass on their rows only, after the mirror augmentation.
 Student, teacher and synthesis run under bf16 autocast where the CPU runs it fast (``bf16="auto"``:
 AVX512-BF16, AMX, AVX512, Arm BF16; datafree.precision) and in float32 elsewhere: on an AVX2-only CPU bf16
 is about ten times slower.  Held-out data is only ever reported, never used to select anything.
@@ -212,10 +214,13 @@ class Distiller:
         x, cached = (self.pool.sample(cfg.batch_size - n_guide - n_rep) if n_guide < cfg.batch_size
                      else (torch.empty(0, *self.meta.input_shape),
                            torch.empty(0, 2, self.meta.num_classes) if cfg.cache_teacher else None))
+        live = slice(0)  # rows of replays that come without logits (new images): a live teacher pass
         if n_rep:
             xr, cr = self.replay.sample(n_rep)
+            if cached is not None and cr is None:  # placeholders, filled after the augmentation
+                live, cr = slice(len(x), len(x) + n_rep), cached.new_zeros(n_rep, *cached.shape[1:])
             x = torch.cat([x, xr])
-            cached = torch.cat([cached, cr]) if cached is not None and cr is not None else None
+            cached = torch.cat([cached, cr]) if cached is not None else None
             self.n_replayed += n_rep
         if cached is not None:  # mirror augmentation, exact cached teacher logits for either view
             flip = torch.rand(len(x)) < 0.5 if cfg.augment and cfg.flip else torch.zeros(len(x), dtype=torch.bool)
@@ -234,6 +239,9 @@ class Distiller:
         if cached is None:
             with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
                 t = self.teacher(x).float()
+        elif live.stop:  # the teacher reads them as the student will (Beyer et al. 2022)
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                t[live] = self.teacher(x[live]).float()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
             s = self.student(x).float()
         n0 = len(x) - n_guide

@@ -41,7 +41,8 @@ class Replay(Protocol):
         ...
 
     def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """n replay samples in [0, 1] and their cached teacher logits (None without the cache)."""
+        """n replay samples in [0, 1] and their cached teacher logits: None without the engine's cache, or for
+        replays made anew at each call (the engine's teacher then reads them live)."""
         ...
 
     def footprint(self) -> dict:

@@ -91,6 +91,17 @@ EMA, in the main 10.8 img/s float32 group: 40.84 % last / 35.24 % mean against n
 encoded samples, further from the paper than the default, and two seeds do not move a default.
 ``code_bits=2`` (Lloyd-Max levels) with ``logit_dtype=float16`` fits 1,635 codes in the same bytes: 44.64 % last /
 39.73 % mean there, level with none - more, coarser replays lose to fewer, finer ones.
+
+``mix`` > 0 makes the pool generative again: each replay decodes z = lam z_i + (1 - lam) z_j, a blend of two
+random pool codes with lam ~ Beta(mix, mix), a new image at every call, and the engine's teacher reads it live, on
+the view the student sees, so nothing is cached and a code costs its latent and scale alone (260 B at 4 bits for
+2 x 16 x 16, against 344 B with the image's and mirror's logits: 1,107 codes in the frozen pool's bytes, not
+837).  The reason is Beyer et al. ("Knowledge distillation: a good teacher is patient and consistent", CVPR
+2022): a student that matches the teacher on fixed images with precomputed logits overfits them, one that matches
+it on interpolations between them, with the teacher read on the same view, keeps learning; a few hundred replayed
+images are that small-data regime.  The cost is a teacher forward pass over the replay share of every student
+batch.  The bank gets no such blending: this is a property of a generative replay, which can decode between its
+samples.
 """
 
 from __future__ import annotations
@@ -140,6 +151,7 @@ class VAEReplayConfig:
     prior_decay: float = 0.9  # per synthesized batch: the fitted prior follows the stream and the drifting encoder
     min_updates: int = 100  # no pseudo replay (and no nudging) before the VAE has taken this many steps
     freeze: float = 0.0  # encoded codes: budget share when the VAE stops learning and the pool starts (0: never)
+    mix: float = 0.0  # > 0: each replay decodes a Beta(mix, mix) blend of two pool codes, read by a live teacher pass
 
 
 class VAEReplay:
@@ -159,6 +171,8 @@ class VAEReplay:
         if not 0.0 <= cfg.freeze < 1.0 or (cfg.freeze and cfg.codes != "encoded"):
             raise DatafreeError(f"vae freeze must be in [0, 1) and needs codes=encoded, got {cfg.freeze} with "
                                 f"codes={cfg.codes}")
+        if cfg.mix < 0:
+            raise DatafreeError(f"vae mix must be >= 0 (0: replay the pool's codes as they are), got {cfg.mix}")
         if cfg.pool < 1 or cfg.fresh < 1 or cfg.relabel < 0 or (cfg.codes == "nudged" and cfg.fresh > cfg.pool):
             raise DatafreeError(f"vae needs 1 <= fresh <= pool and relabel >= 0, got pool={cfg.pool}, "
                                 f"fresh={cfg.fresh}, relabel={cfg.relabel}")
@@ -168,6 +182,8 @@ class VAEReplay:
                                 "use --replay memory-bank")
         self.cfg, self.ctx, self.ratio = cfg, ctx, cfg.ratio
         self.logit_dtype = getattr(torch, cfg.logit_dtype)  # of the pool's cached logits
+        # blended replays are new images each time: no logits to cache, the engine's teacher reads them live
+        self.caching = ctx.cache_logits and not cfg.mix
         self.vae = ConvVAE(ctx.input_shape, cfg.latent_channels, cfg.width, cfg.latent_side)
         if self.vae.latent % (8 // cfg.code_bits):
             raise DatafreeError(f"{cfg.code_bits}-bit codes need a latent size divisible by {8 // cfg.code_bits}, "
@@ -242,8 +258,12 @@ class VAEReplay:
     @torch.no_grad()
     def decode(self, codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
         """Pool codes -> images on the pool's 8-bit grid, by the current VAE (in eval mode)."""
+        return self._decode(dequantize_codes(codes, scales, self.cfg.code_bits))
+
+    @torch.no_grad()
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
         with self._eval_mode() as vae:
-            return SamplePool.quantize(vae.decode(dequantize_codes(codes, scales, self.cfg.code_bits)))
+            return SamplePool.quantize(vae.decode(z))
 
     def generate(self, n: int) -> tuple[torch.Tensor, dict]:
         """n fresh pseudo replays in [0, 1] (nudged, quantized to ``code_bits``, decoded)."""
@@ -270,8 +290,8 @@ class VAEReplay:
                 return self._relabel(out)
             codes, scales = quantize_codes(self.encode(novel[keep]), cfg.code_bits)
         logits = (self.ctx.inverter.view_logits(self.decode(codes, scales)).to(self.logit_dtype)
-                  if self.ctx.cache_logits else None)
-        stamps = torch.full((len(codes),), self.calls, dtype=torch.int32)
+                  if self.caching else None)
+        stamps = torch.full((len(codes),), self.calls, dtype=torch.int32) if logits is not None else None
 
         def push(new: torch.Tensor | None, old: torch.Tensor | None) -> torch.Tensor | None:
             if old is None or new is None:
@@ -290,8 +310,10 @@ class VAEReplay:
 
     def _relabel(self, out: dict) -> dict:
         cfg = self.cfg
+        if self.logits is None:  # nothing cached, nothing goes stale
+            return out
         stale = self.stamps < self.calls
-        if self.logits is not None and cfg.relabel and not self.frozen and bool(stale.any()):
+        if cfg.relabel and not self.frozen and bool(stale.any()):
             idx = self.stamps.argsort(stable=True)[:min(cfg.relabel, int(stale.sum()))]
             new = self.ctx.inverter.view_logits(self.decode(self.codes[idx], self.scales[idx]))
             out["replay_relabel_flips"] = float((new[:, 0].argmax(1) != self.logits[idx, 0].argmax(1)).float().mean())
@@ -348,6 +370,13 @@ class VAEReplay:
 
     def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         idx = sample_indices(len(self.codes), n)
+        if self.cfg.mix:  # z = lam * z_i + (1 - lam) * z_j, lam ~ Beta(mix, mix): a new image; logits None (live)
+            bits = self.cfg.code_bits
+            other = torch.randint(len(self.codes), (n,))
+            lam = torch.distributions.Beta(self.cfg.mix, self.cfg.mix).sample((n, 1))
+            z = torch.lerp(dequantize_codes(self.codes[other], self.scales[other], bits),
+                           dequantize_codes(self.codes[idx], self.scales[idx], bits), lam)
+            return self._decode(z), None
         logits = self.logits[idx].float() if self.logits is not None else None
         return self.decode(self.codes[idx], self.scales[idx]), logits
 
@@ -356,9 +385,9 @@ class VAEReplay:
         weights = sum(t.numel() * t.element_size() for t in self.vae.state_dict().values())
         opt = sum(v.numel() * v.element_size() for s in self.opt.state.values() for v in s.values()
                   if torch.is_tensor(v))
-        # the pool at capacity (as a bank reports its capacity): code, scale, stamp and cached logits
-        logits = self.ctx.views * self.ctx.num_classes * self.logit_dtype.itemsize if self.ctx.cache_logits else 0
-        per_code = self.vae.latent * self.cfg.code_bits // 8 + 4 + 4 + logits
+        # the pool at capacity (as a bank reports its capacity): code, scale, and cached logits with their stamp
+        logits = self.ctx.views * self.ctx.num_classes * self.logit_dtype.itemsize + 4 if self.caching else 0
+        per_code = self.vae.latent * self.cfg.code_bits // 8 + 4 + logits
         pool = self.cfg.pool * per_code
         prior = self.prior.nbytes if self.prior is not None else 0
         held, extra = opt + pool, {}
