@@ -36,6 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {"none": ("none", {}), "vae": ("vae", {}), "memory-bank": ("memory-bank", None),
             "vae@frozen": ("vae", {"codes": "encoded", "code_bits": 4, "pool": 863, "ratio": 0.5, "freeze": 0.2,
                                    "steps": 8})}
+# frozenmix: each replay a blend of two codes, read by a live teacher pass; no cached logits: 1,225 codes x 200 B
+VARIANTS["vae@frozenmix"] = ("vae", {**VARIANTS["vae@frozen"][1], "mix": 1.0, "pool": 1225})
 
 
 def main() -> None:
