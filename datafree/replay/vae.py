@@ -101,7 +101,8 @@ the view the student sees, so nothing is cached and a code costs its latent and 
 it on interpolations between them, with the teacher read on the same view, keeps learning; a few hundred replayed
 images are that small-data regime.  The cost is a teacher forward pass over the replay share of every student
 batch.  The bank gets no such blending: this is a property of a generative replay, which can decode between its
-samples.
+samples.  Measured (MNIST-5k, 10 min, one machine, one seed; ``mix=1``, 1,225 codes against the frozen pool's 863
+in 291.5 kB): 95.20 % last / 93.16 % mean against 87.00 / 86.86 % without blending; on CIFAR-10 not yet.
 """
 
 from __future__ import annotations
