@@ -82,6 +82,13 @@ def condensed_bars(res: dict) -> dict:
     return bars
 
 
+def condensed_roles(guide: str) -> dict[str, dict]:
+    """One condensed set's three roles: guiding the inversion, naively mixed into the student's data, alone."""
+    return {"guided": dict(guide=guide, guide_opts={"mode": "guided"}),
+            "mix": dict(guide=guide, guide_opts={"mode": "mix"}),
+            "condensed_only": dict(guide=guide, synthesizer="none", replay="none", guide_opts={"mode": "mix"})}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget", default="60m")
@@ -132,15 +139,12 @@ def main() -> None:
                   budget=a.budget, seed=a.seed, eval_data=str(data / "test.npz"))
     # plain spells out the default replay so that its row is the replay benchmark's memory-bank@200000 config
     variants: dict[str, dict] = {"plain": dict(replay="memory-bank", replay_opts={"capacity": 200000})}
+    for tag in ("ipc1", "ipc10", "idm_ipc1", "idm_ipc10"):  # the three roles the bars compare, per condensed set
+        if tag in sets:
+            variants.update({f"{role}_{tag}": v for role, v in condensed_roles(sets[tag]).items()})
     for ipc in (1, 10):
-        if f"idm_ipc{ipc}" in sets:  # the same three roles for an Improved-DM set
-            variants[f"guided_idm_ipc{ipc}"] = dict(guide=sets[f"idm_ipc{ipc}"], guide_opts={"mode": "guided"})
-            variants[f"mix_idm_ipc{ipc}"] = dict(guide=sets[f"idm_ipc{ipc}"], guide_opts={"mode": "mix"})
-            variants[f"condensed_only_idm_ipc{ipc}"] = dict(guide=sets[f"idm_ipc{ipc}"], synthesizer="none",
-                                                            replay="none", guide_opts={"mode": "mix"})
         if f"ipc{ipc}" not in sets:
             continue
-        variants[f"guided_ipc{ipc}"] = dict(guide=sets[f"ipc{ipc}"], guide_opts={"mode": "guided"})
         variants[f"guided_fm_ipc{ipc}"] = dict(guide=sets[f"ipc{ipc}"],
                                                guide_opts={"mode": "guided", "align": "feature_matching", "adv": 10.0})
         variants[f"guided_adaptive_ipc{ipc}"] = dict(guide=sets[f"ipc{ipc}"],
@@ -149,9 +153,6 @@ def main() -> None:
             "mode": "guided", "weighting": "adaptive", "adv": 0.1, "labels": "teacher"})
         variants[f"guided_embed_ipc{ipc}"] = dict(guide=sets[f"ipc{ipc}"], guide_opts={
             "mode": "guided", "align": "embedding", "weighting": "adaptive", "adv": 0.05})
-        variants[f"mix_ipc{ipc}"] = dict(guide=sets[f"ipc{ipc}"], guide_opts={"mode": "mix"})
-        variants[f"condensed_only_ipc{ipc}"] = dict(guide=sets[f"ipc{ipc}"], synthesizer="none", replay="none",
-                                                    guide_opts={"mode": "mix"})
     for name in ("DM", "DC", "DSA"):
         variants[f"condensed_only_{name}10_published"] = dict(guide=sets[f"{name}10_published"], synthesizer="none",
                                                              replay="none", guide_opts={"mode": "mix"})

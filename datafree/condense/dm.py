@@ -95,11 +95,16 @@ class DistributionMatching:
         self.shape = tuple(xn.shape[1:])
         self.n_real = min(cfg.batch_real, max(len(i) for i in idx))  # more draws than a class holds add only repeats
 
-    def embedder(self) -> ConvNet:
+    def new_net(self) -> ConvNet:
+        """A randomly initialised ConvNet-``depth`` for the data's shape (channels_last)."""
         net = ConvNet(self.shape[0], self.num_classes, self.cfg.width, self.cfg.depth, self.shape[1])
+        return net.to(memory_format=torch.channels_last)
+
+    def embedder(self) -> ConvNet:
+        net = self.new_net()
         for p in net.parameters():
             p.requires_grad_(False)
-        return net.to(memory_format=torch.channels_last)
+        return net
 
     def real_features(self, net: ConvNet, seeds: list[int]) -> torch.Tensor:
         """Embeddings (classes x batch_real x dim) of a real batch per class under its DSA transformation."""

@@ -90,8 +90,7 @@ class ImprovedDM(DistributionMatching):
         self.current: _QueuedNet | None = None
 
     def _push(self) -> None:
-        net = ConvNet(self.shape[0], self.num_classes, self.cfg.width, self.cfg.depth, self.shape[1])
-        self.nets.append(_QueuedNet(net.to(memory_format=torch.channels_last), self.cfg.net_lr))
+        self.nets.append(_QueuedNet(self.new_net(), self.cfg.net_lr))
 
     def _pick(self) -> _QueuedNet:
         return self.nets[int(torch.randint(len(self.nets), ()))]  # torch's RNG: the seed makes a run repeatable
