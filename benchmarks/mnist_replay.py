@@ -2,11 +2,13 @@
 
     python benchmarks/mnist_replay.py --budget 10m      # ~33 min: teacher + none, vae, memory-bank
     python benchmarks/mnist_replay.py --resume --variants none,vae,memory-bank,vae@frozen   # + the frozen VAE
+    python benchmarks/mnist_replay.py --bank 2919456B --variants none,memory-bank,vae@frozenmix   # bank size given
 
 The test-sized version of benchmarks/cifar10_replay.py: the teacher is trained on the 4,000-digit split
 (reused from --out if there), every variant distills with the same seed and budget (the demo's
 settings), and accuracy on the 1,000 held-out digits is measured after every round, outside the clock.
-The memory bank gets ten times the VAE's measured footprint; ``vae@frozen`` is the CIFAR-10 benchmark's
+The memory bank gets ten times the VAE's measured footprint (``--bank 10x``, the vae row must run before it) or
+``--bank`` bytes (2,919,456 B is that figure, so the vae row may be skipped); ``vae@frozen`` is the CIFAR-10 benchmark's
 preset of that name (the VAE stops learning after 20 % of the budget, then fills a pool of 4-bit encodings of
 the stream), its pool sized to the default VAE's footprint here: 46,516 B of weights + max(91,504 B of Adam
 moments, 863 codes x 284 B) = 291,608 B against the default's 291,620 B.  The budget must let the VAE
@@ -46,14 +48,18 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/bench_mnist_replay")
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--bank", default="10x",
+                    help="bank size: '10x' (times the vae row's footprint), '2919456B' or samples")
     ap.add_argument("--variants", default="none,vae,memory-bank",
-                    help=f"comma-separated, of {', '.join(VARIANTS)}; memory-bank (10x the vae's bytes) after vae")
+                    help=f"comma-separated, of {', '.join(VARIANTS)}; with --bank 10x, memory-bank after vae")
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     a = ap.parse_args()
     names = a.variants.split(",")
     unknown = [n for n in names if n not in VARIANTS]
-    if unknown or ("memory-bank" in names and "vae" not in names[:names.index("memory-bank")]):
-        sys.exit(f"--variants: choose from {', '.join(VARIANTS)}, with vae before memory-bank (got {a.variants})")
+    relative = a.bank.endswith("x")
+    if unknown or (relative and "memory-bank" in names and "vae" not in names[:names.index("memory-bank")]):
+        sys.exit(f"--variants: choose from {', '.join(VARIANTS)}, with vae before memory-bank when --bank is "
+                 f"relative (got {a.variants})")
     out = Path(a.out)
     tpath = out / "teacher" / "model.safetensors"
     if tpath.is_file():
@@ -68,7 +74,7 @@ def main() -> None:
     for name in names:
         kind, opts = VARIANTS[name]
         if opts is None:
-            opts = bank_options("10x", res["vae"]["replay_footprint"]["bytes"])
+            opts = bank_options(a.bank, res["vae"]["replay_footprint"]["bytes"] if relative else None)
         res.update(run_variants({name: dict(replay=kind, replay_opts=dict(opts), **common)}, datafree.distill, out,
                                 a.resume, calibrate=reference_speed))
     results = Path(a.results)
