@@ -224,7 +224,7 @@ def condense(data: Data, *, ipc: int = 10, budget: str | None = "25m", iteration
     save_npz(syn, run.file("condensed.npz"))
     from datafree.report import plot_series, save_grid, write_markdown
 
-    title = {"dm": "Distribution Matching", "idm": "Improved Distribution Matching"}[method]
+    title = cfg.TITLE
     save_grid(syn, run.file("condensed.png"))
     plot_series(hist, "iteration", ["loss"], run.file("loss.png"), f"{title} loss", log_y=True,
                 ylabel=f"{method.upper()} loss (log scale)")

@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -46,6 +47,7 @@ from datafree.progress import Progress
 
 @dataclass
 class DMConfig:
+    TITLE: ClassVar[str] = "Distribution Matching"  # the report's name for the method (not a field)
     ipc: int = 10
     budget: str | None = "25m"
     iterations: int | None = None  # instead of a wall-clock budget

@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +49,7 @@ from datafree.models.convnet import ConvNet
 
 @dataclass
 class IDMConfig(DMConfig):
+    TITLE: ClassVar[str] = "Improved Distribution Matching"
     lr: float = 0.2  # the reference's image lr (DM: 1)
     ce_weight: float = 0.5  # the class-aware regulariser's weight (per percent of the net's accuracy)
     queue: int = 10  # semi-trained nets kept (reference 100)
