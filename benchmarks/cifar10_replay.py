@@ -21,6 +21,9 @@ Same seed, same wall-clock budget, same synthesizer for each replay strategy:
 - ``memory-bank@336956B``: a bank of that many bytes (here the VAE's own footprint: 106 samples); with two or
   more banks the bars bracket the bank that gives the VAE's mean (``vae_matching_bank``), the bank the
   VAE-bytes bar speaks of;
+- ``memory-bank@mix``: the ``--bank`` bank, each replay a pixel blend of two stored samples read by a live teacher
+  (no cached logits): the blending of ``vae@frozenmix`` on the bank's side (``vae_vs_blended_bank``); it is kept
+  out of ``vae_matching_bank``'s curve of plain banks;
 - a ``+ema<decay>`` suffix (``none+ema0.99``) evaluates an EMA of the student's weights (``distill(ema=...)``);
   such a variant is compared with ``none`` of the same suffix.
 Held-out accuracy (the full 10k test set) is measured after every round outside the method clock and
@@ -65,7 +68,8 @@ def main() -> None:
     ap.add_argument("--bank", default="10x", help="bank size: '10x' (times the VAE's footprint), '40MB' or samples")
     ap.add_argument("--variants", default="none,vae,memory-bank,memory-bank@200000",
                     help="comma-separated; memory-bank@N is a bank of N samples (200000: every sample of the run), "
-                    "memory-bank@336956B one of that many bytes; "
+                    "memory-bank@336956B one of that many bytes, memory-bank@mix the --bank bank replaying "
+                    "pixel blends; "
                     "a +ema<decay> suffix (none+ema0.99) evaluates an EMA of the student's weights")
     ap.add_argument("--out", default="runs/bench_cifar10_replay")
     ap.add_argument("--resume", action="store_true", help="continue an interrupted variant, reuse finished ones")
@@ -83,7 +87,9 @@ def main() -> None:
         opts: dict = {}
         if kind == "memory-bank":
             vae = next((res[v]["replay_footprint"]["bytes"] for v in ("vae", f"vae+ema{ema}") if v in res), None)
-            opts = bank_options(size or a.bank, vae)
+            opts = bank_options(a.bank if size in ("", "mix") else size, vae)
+            if size == "mix":  # memory-bank@mix: the --bank bank replaying pixel blends, read by a live teacher
+                opts["mix"] = 1.0
         elif kind == "vae" and size:
             if size not in VAE_PRESETS:
                 sys.exit(f"unknown vae preset '{size}' in --variants; known: {', '.join(VAE_PRESETS)}")

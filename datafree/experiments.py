@@ -345,7 +345,15 @@ def replay_bars(res: dict[str, dict]) -> dict:
                 "bank_over_vae_bytes": bb / vb, "vae_mean_ge_bank_mean": vae["mean_accuracy"] >= bank["mean_accuracy"]}
             if void:
                 bars[key].update(vae_mean_ge_bank_mean=None, void=VOID)
-        banks = {k: r for k, r in res.items() if kind(k) == "memory-bank" and suffix(k) == suffix(name)}
+        blended = res.get("memory-bank@mix" + suffix(name))  # the bank with the VAE's blending (live teacher)
+        if blended is not None and not void:
+            bars["vae_vs_blended_bank" + name[3:]] = {
+                "vae_bytes": vae["replay_footprint"]["bytes"], "vae_mean": vae["mean_accuracy"],
+                "bank_capacity_bytes": blended["replay_footprint"]["capacity_bytes"],
+                "bank_mean": blended["mean_accuracy"],
+                "vae_mean_ge_bank_mean": vae["mean_accuracy"] >= blended["mean_accuracy"]}
+        banks = {k: r for k, r in res.items()  # the curve of plain banks: a blended one is another method
+                 if kind(k) == "memory-bank" and suffix(k) == suffix(name) and not k.startswith("memory-bank@mix")}
         if len(banks) > 1 and not void:
             bars["vae_matching_bank" + name[3:]] = matching_bank(vae, banks)
     return bars

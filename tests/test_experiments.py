@@ -145,6 +145,10 @@ def test_replay_bars_bracket_the_bank_that_matches_the_vaes_mean():
     curve = replay_bars(res)["vae_matching_bank"]
     assert curve["ten_x_met"] is True and curve["smallest_bank_at_or_above"] is None
     assert "vae_matching_bank" not in replay_bars({k: v for k, v in res.items() if k != "memory-bank@300000B"})
+    blended = {**res, "memory-bank@mix": _row(0.50, 0.55, 0.01, 10 * vb)}  # another method: not on the curve
+    assert replay_bars(blended)["vae_matching_bank"] == curve
+    assert replay_bars(blended)["vae_vs_blended_bank"]["vae_mean_ge_bank_mean"] is False
+    assert "vae_vs_blended_bank" not in replay_bars(res)
     two_sized = {**res, "memory-bank@900000B": _row(0.34, 0.41, 0.02, 3 * vb)}
     del two_sized["memory-bank"]  # banks given in bytes only: still bracketed, no 10x verdict of its own
     curve = replay_bars(two_sized)["vae_matching_bank"]

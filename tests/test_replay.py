@@ -111,6 +111,26 @@ def test_bank_capacity_in_bytes_counts_pixels_and_cached_logits():
     assert bank.footprint()["bytes"] == 10 * bank.sample_bytes
 
 
+def test_bank_mix_replays_pixel_blends_of_two_stored_samples_and_caches_no_logits(monkeypatch):
+    torch.manual_seed(0)
+    cfg = MemoryBankConfig(capacity_bytes=10 * 3 * 64, mix=1.0)  # no logits cached: a sample costs its pixels
+    bank = build_replay("memory-bank", cfg, _ctx())
+    assert bank.capacity == 10 and bank.sample_bytes == 3 * 64
+    for step in range(5):
+        bank.observe(*_batch(8, 8 * step), 0.0)
+    assert bank.bank.logits is None and bank.footprint()["bytes"] == 10 * 3 * 64
+    x, lg = bank.sample(64)
+    stored = bank.bank.data[: len(bank.bank)].float() / 255
+    assert lg is None and x.shape == (64, *SHAPE) and 0 <= x.min() and x.max() <= 1
+    # new images, most of them neither of the two stored samples they blend
+    assert ((x[:, None] - stored[None]).abs().amax((2, 3, 4)).amin(1) > 2 / 255).float().mean() > 0.5
+    monkeypatch.setattr(torch.distributions.Beta, "sample", lambda self, shape=(): torch.ones(shape))
+    one, _ = bank.sample(5)  # lam = 1: a stored sample itself
+    assert all(any(torch.equal(o, e) for e in stored) for o in one)
+    with pytest.raises(DatafreeError, match="mix"):
+        build_replay("memory-bank", MemoryBankConfig(mix=-1.0), _ctx())
+
+
 def test_reservoir_is_uniform_over_the_stream():
     torch.manual_seed(1)
     bank = build_replay("memory-bank", MemoryBankConfig(capacity=1000), _ctx())

@@ -156,12 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "vae (PRE-DFKD generative pseudo replay, stores no sample) or none")
     d.add_argument("--replay-opt", type=_kv, action="append", default=[], metavar="KEY=VALUE",
                    help="replay option, repeatable. memory-bank: capacity=N (samples), capacity_bytes=40MB, "
-                   "policy=reservoir|fifo, ratio=0.5, add_every=1, add_fraction=1.0; vae: ratio=0.25, lr=5e-4, "
+                   "policy=reservoir|fifo, ratio=0.5, add_every=1, add_fraction=1.0, mix=0 (> 0: replay Beta(mix, mix) "
+                   "pixel blends of two stored samples, read by a live teacher); vae: ratio=0.25, lr=5e-4, "
                    "schedule=constant|cosine, steps=4, logit_steps=1, latent_channels=2, latent_side=16, width=16, "
                    "logit=0.1, kl=1e-5, self_replay=0.25, codes=nudged|encoded, pool=320, code_bits=8|4|2, "
                    "logit_dtype=float32|float16, fresh=32, relabel=32, nudge_steps=5, nudge_lr=0.05, nudge_bn=3, "
                    "prior=normal|fitted, prior_rank=64, prior_decay=0.9, min_updates=100, freeze=0 (encoded codes: "
-                   "budget share after which the VAE stops learning and its pool fills)")
+                   "budget share after which the VAE stops learning and its pool fills), mix=0 (> 0: decode "
+                   "Beta(mix, mix) blends of two pool codes, read by a live teacher)")
     d.add_argument("--guide", help="condensed set or k real images per class (npz / folder) that guides the "
                    "inversion (Condensed Data Expansion) and joins the student's data; the report lists it")
     d.add_argument("--guide-mode", choices=["guided", "mix"],

@@ -13,6 +13,10 @@ uint8 plus the cached teacher logits) by
   random slot - the bank stays a uniform sample of the whole history (Vitter's algorithm R);
 - ``fifo``: the oldest samples are overwritten (the ring buffer of the reference re-implementation).
 Each student batch then takes a share ``ratio`` of replay samples drawn uniformly from the bank.
+With ``mix`` > 0 a replay is instead a pixel blend lam x_i + (1 - lam) x_j of two stored samples, lam ~
+Beta(mix, mix), which the engine's teacher reads live (so the bank caches no logits and a sample costs its
+pixels alone): the bank's counterpart of the VAE's blended replays (``replay/vae.py``), so that the two can be
+compared with the blending held fixed.  Not in the paper; off by default.
 Deviations: the paper (and its re-implementations) push whole batches every few epochs into a FIFO
 of fixed slots; here samples enter continuously, reservoir by default, and the bank stores teacher
 logits with each sample so that rehearsal needs no teacher pass.
@@ -49,6 +53,7 @@ class MemoryBankConfig:
     ratio: float = 0.5  # share of each student batch drawn from the bank
     add_every: int = 1  # refresh policy: every k-th synthesized batch is offered to the bank ...
     add_fraction: float = 1.0  # ... and this random share of its samples
+    mix: float = 0.0  # > 0: each replay is a Beta(mix, mix) pixel blend of two stored samples, read by a live teacher
 
 
 class MemoryBank:
@@ -59,9 +64,12 @@ class MemoryBank:
             raise DatafreeError(f"memory-bank ratio must be in [0, 1), got {cfg.ratio}")
         if not 0.0 < cfg.add_fraction <= 1.0 or cfg.add_every < 1:
             raise DatafreeError("memory-bank add_fraction must be in (0, 1] and add_every >= 1")
+        if cfg.mix < 0:
+            raise DatafreeError(f"memory-bank mix must be >= 0 (0: replay the stored samples), got {cfg.mix}")
         self.cfg, self.ratio, self.shape = cfg, cfg.ratio, tuple(ctx.input_shape)
         pixels = int(torch.tensor(self.shape).prod())
-        self.sample_bytes = pixels + (4 * ctx.views * ctx.num_classes if ctx.cache_logits else 0)
+        self.caching = ctx.cache_logits and not cfg.mix  # blends are new images: no logits to cache
+        self.sample_bytes = pixels + (4 * ctx.views * ctx.num_classes if self.caching else 0)
         cap = cfg.capacity
         if cfg.capacity_bytes is not None:
             cap = parse_bytes(cfg.capacity_bytes) // self.sample_bytes
@@ -90,11 +98,16 @@ class MemoryBank:
             pick = torch.randperm(len(images01))[: max(1, round(self.cfg.add_fraction * len(images01)))]
             images01, logits = images01[pick], (logits[pick] if logits is not None else None)
         idx, slots = self._slots(len(images01))
-        self.bank.write(slots, images01[idx], logits[idx] if logits is not None else None, offered=len(images01))
+        kept = logits[idx] if logits is not None and self.caching else None
+        self.bank.write(slots, images01[idx], kept, offered=len(images01))
         return {"bank_size": len(self.bank)}
 
     def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return self.bank.sample(n)
+        if not self.cfg.mix:
+            return self.bank.sample(n)
+        (a, _), (b, _) = self.bank.sample(n), self.bank.sample(n)  # x = lam * a + (1 - lam) * b, lam ~ Beta
+        lam = torch.distributions.Beta(self.cfg.mix, self.cfg.mix).sample((n,)).view(n, *[1] * len(self.shape))
+        return torch.lerp(b, a, lam), None
 
     def footprint(self) -> dict:
         return {"bytes": self.bank.nbytes, "capacity_bytes": self.capacity * self.sample_bytes,

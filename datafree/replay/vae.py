@@ -106,7 +106,9 @@ in 291.5 kB): 95.20 % last / 93.16 % mean against 87.00 / 86.86 % without blendi
 83.00 against 94.70 / 90.66 on another: not reliably better there.  CIFAR-10, 30 min, seed 1, one machine (not the
 60-minute bar): 35.79 / 30.60 % against 31.14 / 27.30, ahead at all 7 evaluations.  CIFAR-10, 60 min, seed 0
 (bf16cpu group): 67.40 / 55.73 % against 47.42 / 42.32 without blending and 51.22 / 46.64 for the bank of 10x its
-bytes, at the same 56 rounds as that bank.  An option, not the default, until a second seed says the same.
+bytes, at the same 56 rounds as that bank; seed 1: 59.97 / 48.59 % against 51.19 / 47.16 for that bank, which ran
+74 rounds to its 52 on a faster draw.  An option, not the default: the codes are encoded samples, not the paper's
+pseudo replay, and how much of the gain is the blending alone (``memory-bank`` with ``mix``) is not measured.
 """
 
 from __future__ import annotations
