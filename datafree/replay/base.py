@@ -27,6 +27,14 @@ class ReplayContext:
     views: int = 2  # cached logits per sample: the image and its mirror
 
 
+def beta_blend(a: torch.Tensor, b: torch.Tensor, mix: float) -> torch.Tensor:
+    """Row-wise lam * a + (1 - lam) * b with lam ~ Beta(mix, mix): the blended replays of the bank (pixels) and
+    the VAE (latent codes), new inputs at every call that the engine's teacher reads live (Beyer et al. 2022)."""
+    n = len(a)
+    lam = torch.distributions.Beta(mix, mix).sample((n,)).view(n, *[1] * (a.dim() - 1))
+    return torch.lerp(b, a, lam)
+
+
 class Replay(Protocol):
     ratio: float  # share of each student batch drawn from replay once ``ready``
 

@@ -31,7 +31,7 @@ import torch
 
 from datafree.errors import DatafreeError
 from datafree.io.budget import parse_bytes
-from datafree.replay.base import ReplayContext
+from datafree.replay.base import ReplayContext, beta_blend
 from datafree.synthesis.pool import SamplePool
 
 
@@ -105,9 +105,8 @@ class MemoryBank:
     def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         if not self.cfg.mix:
             return self.bank.sample(n)
-        (a, _), (b, _) = self.bank.sample(n), self.bank.sample(n)  # x = lam * a + (1 - lam) * b, lam ~ Beta
-        lam = torch.distributions.Beta(self.cfg.mix, self.cfg.mix).sample((n,)).view(n, *[1] * len(self.shape))
-        return torch.lerp(b, a, lam), None
+        (a, _), (b, _) = self.bank.sample(n), self.bank.sample(n)
+        return beta_blend(a, b, self.cfg.mix), None
 
     def footprint(self) -> dict:
         return {"bytes": self.bank.nbytes, "capacity_bytes": self.capacity * self.sample_bytes,
